@@ -1,0 +1,1 @@
+"""One module per channel, all built on channels.base.Channel."""

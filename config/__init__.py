@@ -1,0 +1,1 @@
+"""Settings, Celery configuration and routing rules."""

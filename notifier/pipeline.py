@@ -1,0 +1,381 @@
+"""The pipeline's plain functions: accept an event, plan its deliveries, release deferred
+ones. Celery tasks in tasks/ are thin wrappers around these."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from config.routing import ROUTES
+from config.settings import get_settings
+from notifier.db import session_scope
+from notifier.dbutil import insert_ignore
+from notifier.directory import (
+    iter_user_pages,
+    people_for,
+    recipients_query,
+    suppressed_channels,
+)
+from notifier.events import InvalidEvent, ValidEvent, canonical_id, payload_size, validate_event
+from notifier.models import Delivery, DeliveryStatus, Event, EventStatus, Tenant, User, utcnow
+from notifier.selection import select_channels
+
+log = logging.getLogger("notifier.pipeline")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    event_id: str
+    status: EventStatus
+    errors: list[dict[str, str]] = field(default_factory=list)
+    event_pk: int | None = None
+
+    def as_result(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "status": str(self.status), "errors": self.errors}
+
+
+def directory_errors(session: Session, event: ValidEvent) -> list[dict[str, str]]:
+    """Checks that need the directory: the tenant exists, the addressed user is in it."""
+    if session.get(Tenant, event.tenant_id) is None:
+        return [{"field": "tenantId", "message": f"unknown tenant {event.tenant_id!r}"}]
+    route = ROUTES[event.event_type]
+    if route.recipients == "event_user":
+        if not event.user_id:
+            return [
+                {
+                    "field": "metadata.userId",
+                    "message": f"required: {event.event_type} is sent to metadata.userId",
+                }
+            ]
+        if session.get(User, (event.tenant_id, event.user_id)) is None:
+            return [
+                {
+                    "field": "metadata.userId",
+                    "message": f"no user {event.user_id!r} in tenant {event.tenant_id!r}",
+                }
+            ]
+    return []
+
+
+def check_event(raw: Any) -> ValidEvent:
+    """Full validation as the caller sees it: schema, then directory. Raises InvalidEvent."""
+    event = validate_event(raw, get_settings().max_payload_bytes)
+    with session_scope() as session:
+        errors = directory_errors(session, event)
+    if errors:
+        raise InvalidEvent(errors)
+    return event
+
+
+def _rejected_identity(raw: Any) -> tuple[str, str, str]:
+    if isinstance(raw, dict):
+        event_id = raw.get("eventId")
+        tenant_id = raw.get("tenantId")
+        event_type = raw.get("eventType")
+        ident = event_id if isinstance(event_id, str) and 0 < len(event_id) <= 200 else None
+        if ident is None:
+            try:
+                ident = canonical_id(raw)
+            except (TypeError, ValueError):
+                ident = None
+        return (
+            ident or _digest(repr(raw)),
+            tenant_id if isinstance(tenant_id, str) and len(tenant_id) <= 128 else "",
+            event_type[:100] if isinstance(event_type, str) else "",
+        )
+    return _digest(repr(raw)[:100_000]), "", ""
+
+
+def _digest(text: str) -> str:
+    return "h-" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:40]
+
+
+def _reject(raw: Any, errors: list[dict[str, str]]) -> Accepted:
+    event_id, tenant_id, event_type = _rejected_identity(raw)
+    max_bytes = get_settings().max_payload_bytes
+    try:
+        size = payload_size(raw)
+        stored = (
+            raw
+            if isinstance(raw, dict) and size <= max_bytes
+            else {"excerpt": repr(raw)[:2000], "size": size}
+        )
+    except (TypeError, ValueError):
+        stored = {"excerpt": repr(raw)[:2000]}
+    with session_scope() as session:
+        insert_ignore(
+            session,
+            Event,
+            [
+                {
+                    "event_id": event_id,
+                    "tenant_id": tenant_id,
+                    "event_type": event_type,
+                    "status": EventStatus.REJECTED,
+                    "errors": errors,
+                    "payload": stored,
+                    "created_at": utcnow(),
+                }
+            ],
+            ("tenant_id", "event_id"),
+        )
+    log.warning(
+        "event rejected",
+        extra={"event_id": event_id, "tenant": tenant_id, "errors": [e["field"] for e in errors]},
+    )
+    return Accepted(event_id, EventStatus.REJECTED, errors)
+
+
+def accept(raw: Any) -> Accepted:
+    """Validate and store an event. Never raises on bad input: it records the rejection."""
+    try:
+        event = validate_event(raw, get_settings().max_payload_bytes)
+    except InvalidEvent as exc:
+        return _reject(raw, exc.errors)
+    with session_scope() as session:
+        errors = directory_errors(session, event)
+    if errors:
+        return _reject(raw, errors)
+    route = ROUTES[event.event_type]
+    row = {
+        "event_id": event.event_id,
+        "tenant_id": event.tenant_id,
+        "event_type": event.event_type,
+        "status": EventStatus.ACCEPTED,
+        "priority": event.priority or route.priority,
+        "errors": [],
+        "payload": event.to_wire(),
+        "created_at": utcnow(),
+    }
+    with session_scope() as session:
+        if insert_ignore(session, Event, [row], ("tenant_id", "event_id")):
+            pk = session.scalar(
+                select(Event.id).where(
+                    Event.tenant_id == event.tenant_id, Event.event_id == event.event_id
+                )
+            )
+            log.info(
+                "event accepted",
+                extra={
+                    "event_id": event.event_id,
+                    "tenant": event.tenant_id,
+                    "event_type": event.event_type,
+                },
+            )
+            return Accepted(event.event_id, EventStatus.ACCEPTED, [], pk)
+        # The key is taken. A corrected resend of a rejected event takes the slot over.
+        revived = session.execute(
+            update(Event)
+            .where(
+                Event.tenant_id == event.tenant_id,
+                Event.event_id == event.event_id,
+                Event.status == EventStatus.REJECTED,
+            )
+            .values({k: v for k, v in row.items() if k not in ("event_id", "tenant_id")})
+            .returning(Event.id)
+        ).scalar()
+        if revived is not None:
+            return Accepted(event.event_id, EventStatus.ACCEPTED, [], revived)
+    log.info("duplicate event", extra={"event_id": event.event_id, "tenant": event.tenant_id})
+    return Accepted(event.event_id, EventStatus.DUPLICATE)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Delivery ids to send, per channel, in chunks."""
+
+    chunks: list[tuple[str, list[int]]]
+    counts: dict[str, int]
+
+
+def _delivery_row(
+    event: Event,
+    recipient: str,
+    channel: str,
+    priority: str,
+    status: str,
+    reason: str | None,
+    not_before: dt.datetime | None,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    return {
+        "event_pk": event.id,
+        "tenant_id": event.tenant_id,
+        "recipient": recipient,
+        "channel": channel,
+        "priority": priority,
+        "status": status,
+        "reason": reason,
+        "not_before": not_before,
+        "retry_key": uuid.uuid4().hex,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def plan(event_pk: int, now: dt.datetime | None = None) -> Plan:
+    """Resolve recipients, select channels, insert deliveries in bulk, return send chunks.
+
+    Safe to run twice (a redelivered task): existing deliveries are kept, not duplicated.
+    """
+    now = now or utcnow()
+    settings = get_settings()
+    with session_scope() as session:
+        event = session.get(Event, event_pk)
+        if event is None or event.status != EventStatus.ACCEPTED:
+            return Plan([], {})
+        tenant = session.get(Tenant, event.tenant_id)
+        if tenant is None:
+            return Plan([], {})
+        payload = event.payload
+        meta = payload.get("metadata") or {}
+        route = ROUTES[event.event_type]
+        priority = event.priority or route.priority
+        narrowed = tuple(meta["channels"]) if meta.get("channels") else None
+        policy = tenant.quiet_hours_policy or settings.quiet_hours_policy
+        query = recipients_query(
+            tenant.id, route.recipients, meta.get("userId"), payload.get("data") or {}
+        )
+        for page in iter_user_pages(session, query, settings.bulk_insert_chunk):
+            people = people_for(session, tenant, page)
+            suppressed = suppressed_channels(session, tenant.id, people)
+            rows = [
+                _delivery_row(
+                    event,
+                    person.id,
+                    choice.channel,
+                    priority,
+                    choice.status,
+                    choice.reason,
+                    choice.not_before,
+                    now,
+                )
+                for person in people
+                for choice in select_channels(
+                    person,
+                    priority,
+                    now,
+                    narrowed_to=narrowed,
+                    suppressed=frozenset(suppressed.get(person.id, ())),
+                    quiet_policy=policy,
+                )
+            ]
+            insert_ignore(session, Delivery, rows, ("event_pk", "recipient", "channel"))
+        if route.topic and (narrowed is None or "topic" in narrowed):
+            insert_ignore(
+                session,
+                Delivery,
+                [
+                    _delivery_row(
+                        event,
+                        f"topic:{route.category}",
+                        "topic",
+                        priority,
+                        DeliveryStatus.QUEUED,
+                        None,
+                        None,
+                        now,
+                    )
+                ],
+                ("event_pk", "recipient", "channel"),
+            )
+        queued = (
+            session.execute(
+                select(Delivery.channel, Delivery.id)
+                .where(Delivery.event_pk == event.id, Delivery.status == DeliveryStatus.QUEUED)
+                .order_by(Delivery.channel, Delivery.id)
+            )
+            .tuples()
+            .all()
+        )
+    counts: dict[str, int] = {}
+    for channel, _ in queued:
+        counts[channel] = counts.get(channel, 0) + 1
+    return Plan(group_chunks(list(queued)), counts)
+
+
+def chunked(ids: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def release_deferred(
+    now: dt.datetime | None = None, limit: int = 10_000
+) -> list[tuple[str, list[int]]]:
+    """Move deferred deliveries whose not_before has come back to queued; each row is
+    released once even when two Beat processes run this at the same moment."""
+    now = now or utcnow()
+    with session_scope() as session:
+        due = (
+            select(Delivery.id)
+            .where(Delivery.status == DeliveryStatus.DEFERRED, Delivery.not_before <= now)
+            .order_by(Delivery.id)
+            .limit(limit)
+        )
+        released = (
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(due), Delivery.status == DeliveryStatus.DEFERRED)
+                .values(status=DeliveryStatus.QUEUED, reason=None, updated_at=now)
+                .returning(Delivery.channel, Delivery.id)
+                .execution_options(synchronize_session=False)
+            )
+            .tuples()
+            .all()
+        )
+    return group_chunks(released)
+
+
+def group_chunks(rows: Sequence[tuple[str, int]]) -> list[tuple[str, list[int]]]:
+    by_channel: dict[str, list[int]] = {}
+    for channel, delivery_id in rows:
+        by_channel.setdefault(channel, []).append(delivery_id)
+    size = get_settings().send_chunk_size
+    return [
+        (ch, chunk)
+        for ch, ids in sorted(by_channel.items())
+        for chunk in chunked(sorted(ids), size)
+    ]
+
+
+def requeue_stalled(
+    now: dt.datetime | None = None, limit: int = 10_000
+) -> list[tuple[str, list[int]]]:
+    """Deliveries whose send task was lost: a claim older than the stale timeout, or a
+    queued row untouched for longer than the longest retry countdown."""
+    now = now or utcnow()
+    settings = get_settings()
+    stale_claim = now - dt.timedelta(seconds=settings.stale_claim_seconds)
+    stale_queue = now - dt.timedelta(
+        seconds=settings.send_backoff_max + settings.stale_claim_seconds
+    )
+    with session_scope() as session:
+        rows = (
+            session.execute(
+                select(Delivery.channel, Delivery.id)
+                .where(
+                    (
+                        (Delivery.status == DeliveryStatus.SENDING)
+                        & (Delivery.claimed_at < stale_claim)
+                    )
+                    | (
+                        (Delivery.status == DeliveryStatus.QUEUED)
+                        & (Delivery.updated_at < stale_queue)
+                    )
+                )
+                .order_by(Delivery.id)
+                .limit(limit)
+            )
+            .tuples()
+            .all()
+        )
+    return group_chunks(list(rows))

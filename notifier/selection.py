@@ -1,0 +1,127 @@
+"""Channel selection for one person: priority x preferences x quiet hours x suppressions.
+
+Pure functions over a `Person` snapshot, so every rule is testable without a database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from notifier.models import DeliveryStatus
+from notifier.quiet_hours import QuietSchedule
+
+PERSON_CHANNELS = ("line", "sms", "email", "web_push", "slack")
+# The seed's "critical -> every channel"; Slack joins for staff, who are on the tenant's Slack.
+CRITICAL_CHANNELS = ("line", "sms", "email", "web_push")
+DEFAULT_CHANNELS = ("web_push",)
+# Keys of the seed's NotificationPreference.channels map.
+PREFERENCE_KEYS = {
+    "line": "line",
+    "email": "email",
+    "sms": "sms",
+    "web_push": "webPush",
+    "slack": "slack",
+}
+
+
+@dataclass(frozen=True)
+class Person:
+    id: str
+    role: str
+    email: str | None
+    phone: str | None
+    line_user_id: str | None
+    has_web_push: bool
+    slack_webhook: str | None
+    timezone: str
+    preferences: dict[str, Any]
+    is_staff: bool = False
+
+    def address(self, channel: str) -> str | None:
+        if channel == "line":
+            return self.line_user_id
+        if channel == "email":
+            return self.email
+        if channel == "sms":
+            return self.phone
+        if channel == "web_push":
+            return "subscriptions" if self.has_web_push else None
+        if channel == "slack":
+            return self.slack_webhook if self.is_staff else None
+        return None
+
+
+@dataclass(frozen=True)
+class Choice:
+    channel: str
+    status: DeliveryStatus
+    reason: str | None = None
+    not_before: dt.datetime | None = None
+
+
+def candidate_channels(person: Person, priority: str) -> tuple[str, ...]:
+    if priority == "critical":
+        return CRITICAL_CHANNELS + (("slack",) if person.is_staff else ())
+    lists = person.preferences.get("priority") or {}
+    chosen = lists.get(priority) if isinstance(lists, dict) else None
+    if isinstance(chosen, list) and chosen:
+        # Keep the person's order; drop duplicates and unknown names.
+        return tuple(dict.fromkeys(c for c in chosen if c in PERSON_CHANNELS))
+    return DEFAULT_CHANNELS
+
+
+def select_channels(
+    person: Person,
+    priority: str,
+    now: dt.datetime,
+    *,
+    narrowed_to: tuple[str, ...] | None = None,
+    suppressed: frozenset[str] = frozenset(),
+    quiet_policy: str = "defer",
+) -> list[Choice]:
+    """One Choice per candidate channel, each queued, deferred, or skipped with a reason."""
+    opted = person.preferences.get("channels") or {}
+    schedule = person.preferences.get("schedule") or {}
+    quiet = QuietSchedule.from_preferences(schedule, person.timezone) if schedule else None
+    quiet_now = quiet is not None and priority in ("low", "medium") and quiet.is_quiet(now)
+    choices: list[Choice] = []
+    for channel in candidate_channels(person, priority):
+        if narrowed_to is not None and channel not in narrowed_to:
+            choices.append(Choice(channel, DeliveryStatus.SKIPPED, "narrowed by metadata.channels"))
+        elif isinstance(opted, dict) and opted.get(PREFERENCE_KEYS[channel]) is False:
+            choices.append(Choice(channel, DeliveryStatus.SKIPPED, "opted out"))
+        elif not person.address(channel):
+            choices.append(Choice(channel, DeliveryStatus.SKIPPED, "no address"))
+        elif channel in suppressed:
+            choices.append(Choice(channel, DeliveryStatus.SUPPRESSED, "address suppressed"))
+        elif quiet_now and quiet is not None:
+            if quiet_policy == "drop":
+                choices.append(Choice(channel, DeliveryStatus.SKIPPED, "quiet hours (dropped)"))
+            else:
+                until = quiet.quiet_until(now)
+                choices.append(Choice(channel, DeliveryStatus.DEFERRED, "quiet hours", until))
+        else:
+            choices.append(Choice(channel, DeliveryStatus.QUEUED))
+    return choices
+
+
+def fallback_channel(person: Person, priority: str, failed: str, taken: set[str]) -> str | None:
+    """Where to try once more after `failed` failed for good: the rest of the person's list
+    for the priority, then their other lists (high, medium, low), skipping channels this
+    event already used, opted-out channels and channels without an address."""
+    lists = person.preferences.get("priority") or {}
+    order = list(candidate_channels(person, priority))
+    for level in ("high", "medium", "low"):
+        extra = lists.get(level) if isinstance(lists, dict) else None
+        order.extend(c for c in (extra or []) if c in PERSON_CHANNELS)
+    opted = person.preferences.get("channels") or {}
+    start = order.index(failed) + 1 if failed in order else 0
+    for channel in dict.fromkeys(order[start:] + order[:start]):
+        if channel in taken or channel == failed or not person.address(channel):
+            continue
+        if isinstance(opted, dict) and opted.get(PREFERENCE_KEYS[channel]) is False:
+            continue
+        return channel
+    return None

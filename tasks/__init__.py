@@ -1,0 +1,1 @@
+"""Celery tasks only: thin wrappers that parse arguments and call notifier/ functions."""

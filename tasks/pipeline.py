@@ -1,0 +1,37 @@
+"""notify -> plan -> send_<channel> chunks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task, shared_task
+from sqlalchemy.exc import OperationalError
+
+from notifier.pipeline import accept, plan
+from tasks.send import dispatch
+
+# A database outage is retried with backoff instead of losing the event.
+DB_RETRY: dict[str, Any] = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 20,
+}
+
+
+@shared_task(name="notifier.notify", bind=True, acks_late=True, ignore_result=False, **DB_RETRY)
+def notify(self: Task, event: Any) -> dict[str, Any]:
+    """Accept one event (validated here, in the worker) and start its deliveries."""
+    accepted = accept(event)
+    if accepted.event_pk is not None:
+        plan_event.delay(accepted.event_pk)
+    return accepted.as_result()
+
+
+@shared_task(name="notifier.plan", bind=True, acks_late=True, **DB_RETRY)
+def plan_event(self: Task, event_pk: int) -> dict[str, int]:
+    """Resolve recipients, select channels, insert deliveries, enqueue send chunks."""
+    result = plan(event_pk)
+    dispatch(result.chunks)
+    return result.counts

@@ -1,0 +1,75 @@
+"""Shared test helpers: a small directory, events, and polling."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+TENANT = "gym-a"
+
+
+def wait_for(probe: Callable[[], T], timeout: float = 30.0, interval: float = 0.1) -> T:
+    """Poll until probe() is truthy; fail with the last value when the time is up."""
+    deadline = time.monotonic() + timeout
+    value = probe()
+    while not value:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        time.sleep(interval)
+        value = probe()
+    return value
+
+
+def person(uid: str, tenant: str = TENANT, **extra: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": uid,
+        "tenantId": tenant,
+        "name": f"Person {uid}",
+        "role": "member",
+        "email": f"{uid}@example.com",
+        "phone": "+886912345678",
+        "lineUserId": f"U{uid:0>32}"[:33],
+        "locale": "en",
+        "preferences": {
+            "priority": {"high": ["line", "sms"], "medium": ["line", "email"], "low": ["web_push"]}
+        },
+    }
+    doc.update(extra)
+    return doc
+
+
+def directory(*users: dict[str, Any], tenant: str = TENANT, **tenant_extra: Any) -> dict[str, Any]:
+    return {
+        "tenants": [
+            {
+                "id": tenant,
+                "name": "Kyo Gym A",
+                "timezone": "Asia/Taipei",
+                "locale": "en",
+                **tenant_extra,
+            }
+        ],
+        "users": list(users),
+    }
+
+
+def event(
+    event_type: str = "payment.success",
+    user: str | None = "u1",
+    tenant: str = TENANT,
+    **overrides: Any,
+) -> dict[str, Any]:
+    from tests.unit.samples import SAMPLE_DATA
+
+    ev: dict[str, Any] = {
+        "eventType": event_type,
+        "tenantId": tenant,
+        "timestamp": "2026-11-22T09:00:00+08:00",
+        "source": "kyo.test",
+        "data": dict(SAMPLE_DATA[event_type]),
+        "metadata": {"userId": user} if user else {},
+    }
+    ev.update(overrides)
+    return ev

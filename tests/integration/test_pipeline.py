@@ -1,0 +1,313 @@
+"""The spine end to end: a real worker, the real broker, the real database."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from notifier import InvalidEvent, notify, publish
+from notifier.db import session_scope
+from notifier.directory import import_document
+from notifier.models import DeadLetter, Event, OutboxMessage
+from notifier.pipeline import plan, release_deferred
+from notifier.status import event_status
+from tasks.send import dispatch
+from tests.helpers import TENANT, directory, event, person, wait_for
+from tests.integration.conftest import count, deliveries, wait_settled
+
+pytestmark = pytest.mark.usefixtures("db", "celery_worker")
+
+
+def test_event_flows_to_the_outbox_and_status(celery_worker: Any) -> None:
+    import_document(directory(person("u1")))
+    ev = event("payment.success", eventId="pay-evt-1")
+    result = notify.delay(ev).get(timeout=30)
+    assert result == {"event_id": "pay-evt-1", "status": "accepted", "errors": []}
+    rows = wait_settled(expected=3)
+    assert sorted((r.channel, r.status) for r in rows) == [
+        ("email", "sent"),
+        ("line", "sent"),
+        ("topic", "sent"),
+    ]
+    doc = event_status("pay-evt-1")
+    assert doc is not None
+    assert doc["event"] == {
+        "eventId": "pay-evt-1",
+        "eventType": "payment.success",
+        "tenantId": TENANT,
+        "status": "accepted",
+        "errors": [],
+    }
+    line = next(d for d in doc["deliveries"] if d["channel"] == "line")
+    assert set(line) == {
+        "recipient",
+        "channel",
+        "status",
+        "attempts",
+        "providerMessageId",
+        "error",
+        "notBefore",
+        "sentAt",
+    }
+    assert line["recipient"] == "u1" and line["attempts"] == 1 and line["sentAt"]
+    with session_scope() as session:
+        stored = {m.channel: m for m in session.scalars(select(OutboxMessage))}
+    assert set(stored) == {"line", "email", "topic"}
+    assert ev["data"]["paymentId"] in (stored["email"].body_text or "") + (
+        stored["email"].body_html or ""
+    ) + (stored["email"].subject or "")
+    assert stored["email"].address == "u1@example.com"
+    assert stored["email"].body_html and "<html" in stored["email"].body_html.lower()
+
+
+def test_same_event_twice_creates_one_set_of_deliveries() -> None:
+    import_document(directory(person("u1")))
+    ev = event("member.registered")  # no eventId: the canonical hash is the key
+    first = notify.delay(ev).get(timeout=30)
+    second = notify.delay(ev).get(timeout=30)
+    assert first["status"] == "accepted"
+    assert second == {"event_id": first["event_id"], "status": "duplicate", "errors": []}
+    rows = wait_settled(expected=3)
+    assert len(rows) == 3
+    assert count(Event) == 1
+
+
+BAD_EVENTS: list[tuple[str, Any, str]] = [
+    ("malformed JSON", '{"eventType": "member.registered", "tenantId": ', "malformed JSON"),
+    ("not an object", [1, 2, 3], "JSON object"),
+    ("unknown type", event("member.registered", eventType="member.abducted"), "unknown event type"),
+    ("unknown tenant", event("member.registered", tenant="gym-nowhere"), "unknown tenant"),
+    ("unknown user", event("member.registered", user="u-ghost"), "no user 'u-ghost'"),
+    ("missing fields", event("course.reminder", data={"courseName": "Yoga"}), "Field required"),
+    (
+        "wrong types",
+        event(
+            "member.membership_expiring",
+            data={
+                "memberName": 7,
+                "membershipType": ["x"],
+                "expiryDate": "soon",
+                "daysLeft": "many",
+            },
+        ),
+        "valid",
+    ),
+    (
+        "1 MB payload",
+        event("member.registered", data={"memberName": "x" * (1024 * 1024)}),
+        "byte limit",
+    ),
+]
+
+
+@pytest.mark.parametrize(("label", "raw", "needle"), BAD_EVENTS, ids=[b[0] for b in BAD_EVENTS])
+def test_bad_input_is_recorded_as_rejected(label: str, raw: Any, needle: str) -> None:
+    import_document(directory(person("u1")))
+    result = notify.delay(raw).get(timeout=30)
+    assert result["status"] == "rejected"
+    assert result["errors"] and needle in str(result["errors"])
+    with session_scope() as session:
+        stored = session.scalar(select(Event).where(Event.event_id == result["event_id"]))
+    assert stored is not None and stored.status == "rejected"
+    assert stored.errors == result["errors"]
+    assert deliveries() == []
+    # the worker is alive and nothing else is lost: a good event still goes through
+    assert notify.delay(event("member.registered")).get(timeout=30)["status"] == "accepted"
+    assert len(wait_settled(expected=3)) == 3
+
+
+def test_a_corrected_resend_of_a_rejected_event_is_accepted() -> None:
+    import_document(directory(person("u1")))
+    bad = event("member.registered", eventId="evt-fixme", data={})
+    assert notify.delay(bad).get(timeout=30)["status"] == "rejected"
+    good = event("member.registered", eventId="evt-fixme")
+    assert notify.delay(good).get(timeout=30)["status"] == "accepted"
+    assert count(Event) == 1
+    assert len(wait_settled(expected=3)) == 3
+
+
+def test_publish_validates_in_the_caller() -> None:
+    import_document(directory(person("u1")))
+    with pytest.raises(InvalidEvent) as exc:
+        publish(event("payment.failed", data={"amount": "x"}, metadata={"priority": "urgent"}))
+    fields = {e["field"] for e in exc.value.errors}
+    assert {
+        "data.amount",
+        "data.currency",
+        "data.paymentId",
+        "data.reason",
+        "metadata.priority",
+    } <= fields
+    with pytest.raises(InvalidEvent, match="unknown tenant"):
+        publish(event("member.registered", tenant="gym-b"))
+    assert count(Event) == 0
+    event_id = publish(event("member.registered"))
+    wait_for(lambda: event_status(event_id))
+    assert len(wait_settled(expected=3)) == 3
+
+
+def test_a_tenant_of_another_tenant_is_never_reached() -> None:
+    import_document(directory(person("u1")))
+    import_document(directory(person("b1", tenant="gym-b"), tenant="gym-b"))
+    result = notify.delay(event("member.registered", user="b1")).get(timeout=30)
+    assert result["status"] == "rejected"
+    assert "no user 'b1' in tenant 'gym-a'" in str(result["errors"])
+    assert deliveries() == []
+
+
+def test_tenant_wide_event_is_bulk_inserted_and_sent_in_chunks() -> None:
+    people = [person(f"m{i:04d}", preferences={}) for i in range(1200)]
+    people.append(person("gone", active=False, preferences={}))
+    import_document({**directory(*people)})
+    ev = event(
+        "system.maintenance",
+        user=None,
+        eventId="maint-1",
+        metadata={"channels": ["web_push", "email"]},
+    )
+    # web_push is the default channel and needs a subscription: give none, so the
+    # 1,200 deliveries are recorded as skipped (no address); the narrowing leaves out topic
+    result = notify.delay(ev).get(timeout=30)
+    assert result["status"] == "accepted"
+    rows = wait_settled(expected=1200, timeout=120)
+    assert len(rows) == 1200
+    assert {r.recipient for r in rows if r.channel == "web_push"} == {p["id"] for p in people[:-1]}
+    assert all(
+        r.status == "skipped" and r.reason == "no address" for r in rows if r.channel == "web_push"
+    )
+
+
+def test_broadcast_chunks_follow_the_chunk_size() -> None:
+    from tests.helpers import TENANT as tenant_id
+
+    people = [person(f"m{i:04d}") for i in range(450)]
+    import_document(directory(*people))
+    with session_scope() as session:
+        session.add(
+            Event(
+                event_id="maint-2",
+                tenant_id=tenant_id,
+                event_type="system.maintenance",
+                status="accepted",
+                priority="high",
+                payload=event("system.maintenance", user=None),
+            )
+        )
+    with session_scope() as session:
+        pk = session.scalar(select(Event.id).where(Event.event_id == "maint-2"))
+    assert pk is not None
+    result = plan(pk)
+    # high -> line + sms for 450 people, chunks of 100, plus one topic delivery
+    assert result.counts == {"line": 450, "sms": 450, "topic": 1}
+    assert [(ch, len(ids)) for ch, ids in result.chunks] == (
+        [("line", 100)] * 4 + [("line", 50)] + [("sms", 100)] * 4 + [("sms", 50)] + [("topic", 1)]
+    )
+    again = plan(pk)  # a redelivered plan task inserts nothing new
+    assert again.counts == result.counts
+    assert len(deliveries()) == 901
+
+
+def test_quiet_hours_defer_then_beat_releases() -> None:
+    tz = "Asia/Taipei"
+    local_now = dt.datetime.now(dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=8)))
+    start = (local_now - dt.timedelta(hours=1)).strftime("%H:%M")
+    end = (local_now + dt.timedelta(hours=1)).strftime("%H:%M")
+    prefs = {
+        "priority": {"medium": ["email"]},
+        "schedule": {"quietHours": {"start": start, "end": end}, "timezone": tz},
+    }
+    import_document(directory(person("u1", preferences=prefs)))
+    ev = event("member.registered", metadata={"userId": "u1", "channels": ["email"]})
+    assert notify.delay(ev).get(timeout=30)["status"] == "accepted"
+    [row] = wait_settled(expected=1)
+    assert row.status == "deferred" and row.not_before is not None
+    assert (
+        dt.timedelta(minutes=50)
+        < row.not_before - dt.datetime.now(dt.UTC)
+        < dt.timedelta(minutes=61)
+    )
+    assert release_deferred() == []  # not yet
+    later = row.not_before + dt.timedelta(seconds=1)
+    chunks = release_deferred(now=later)
+    assert chunks == [("email", [row.id])]
+    assert release_deferred(now=later) == []  # released exactly once
+    dispatch(chunks)
+    [sent] = wait_settled(expected=1)
+    assert sent.status == "sent"
+
+
+def test_transient_failures_retry_then_succeed(scripted: Any) -> None:
+    scripted.use("email")
+    scripted.channel.reset("transient", "transient")
+    import_document(directory(person("u1", preferences={"priority": {"medium": ["email"]}})))
+    notify.delay(event("member.registered", metadata={"userId": "u1", "channels": ["email"]}))
+    [row] = wait_settled(expected=1, timeout=60)
+    assert row.status == "sent"
+    assert row.attempts == 3
+    calls = scripted.channel.calls
+    assert len(calls) == 3 and len({c.retry_key for c in calls}) == 1  # same idempotency key
+
+
+def test_retries_exhausted_fail_with_dead_letter_and_others_unaffected(scripted: Any) -> None:
+    scripted.use("email")
+    scripted.channel.reset(*["transient"] * 10)
+    import_document(directory(person("u1")))
+    notify.delay(event("member.registered"))
+    rows = {r.channel: r for r in wait_settled(expected=3, timeout=90)}
+    assert rows["line"].status == "sent" and rows["topic"].status == "sent"
+    email = rows["email"]
+    assert email.status == "failed"
+    assert email.reason is not None and email.reason.startswith("retries exhausted")
+    assert email.attempts == 4  # the first try + NOTIFIER_SEND_MAX_RETRIES=3
+    with session_scope() as session:
+        [letter] = session.scalars(select(DeadLetter))
+    assert letter.delivery_id == email.id and "scripted 503" in letter.error
+
+
+def test_permanent_failure_is_not_retried_and_falls_back_once(scripted: Any) -> None:
+    scripted.use("line", "sms")
+    scripted.channel.reset("permanent", "permanent")
+    prefs = {"priority": {"high": ["line", "sms"], "medium": ["line"]}}
+    import_document(directory(person("u1", preferences=prefs)))
+    notify.delay(event("member.registered"))
+    rows = {r.channel: r for r in wait_settled(expected=3)}
+    assert rows["line"].status == "failed" and rows["line"].attempts == 1
+    # the medium list is only line: the fallback is the next channel the person listed, sms
+    fallback = rows["sms"]
+    assert fallback.fallback_of == rows["line"].id
+    assert fallback.status == "failed"  # the fallback failed too, and does not fall back again
+    assert len(scripted.channel.calls) == 2
+    assert set(rows) == {"line", "sms", "topic"}
+
+
+def test_fallback_stays_inside_metadata_channels(scripted: Any) -> None:
+    scripted.use("line")
+    scripted.channel.reset("permanent")
+    prefs = {"priority": {"high": ["line", "sms"], "medium": ["line"]}}
+    import_document(directory(person("u1", preferences=prefs)))
+    notify.delay(event("member.registered", metadata={"userId": "u1", "channels": ["line"]}))
+    [row] = wait_settled(expected=1)
+    assert row.status == "failed"
+    assert len(deliveries()) == 1
+
+
+def test_permanent_address_failure_writes_a_suppression(scripted: Any) -> None:
+    from notifier.models import Suppression
+
+    scripted.use("email")
+    scripted.channel.reset("suppress")
+    import_document(directory(person("u1", preferences={"priority": {"medium": ["email"]}})))
+    notify.delay(event("member.registered", metadata={"userId": "u1", "channels": ["email"]}))
+    [row] = wait_settled(expected=1)
+    assert row.status == "suppressed"
+    with session_scope() as session:
+        [sup] = session.scalars(select(Suppression))
+    assert (sup.channel, sup.address) == ("email", "u1@example.com")
+    # the next event skips the suppressed address without calling the provider
+    notify.delay(event("payment.success", metadata={"userId": "u1", "channels": ["email"]}))
+    rows = wait_settled(expected=2)
+    assert rows[1].status == "suppressed" and rows[1].reason == "address suppressed"
+    assert len(scripted.channel.calls) == 1
