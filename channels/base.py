@@ -42,7 +42,7 @@ class NotifierError(Exception):
         self.response = response
 
     def describe(self) -> str:
-        code = f" (HTTP {self.status_code})" if self.status_code else ""
+        code = f" (status {self.status_code})" if self.status_code else ""
         return f"{type(self).__name__}{code}: {self}"
 
 
@@ -58,11 +58,24 @@ class PermanentChannelError(NotifierError):
     """Not worth retrying: bad address, 4xx configuration errors, gone endpoints.
 
     `suppress` asks the pipeline to suppress the address (hard bounce, 410, opt-out).
+    `disable_channel` turns the channel off for the tenant (bad credentials, a removed
+    webhook) until an operator re-enables it; `park_seconds` turns it off for that long
+    (a monthly quota reached). Either way the delivery falls back to the next channel.
     """
 
-    def __init__(self, message: str, *, suppress: bool = False, **context: Any):
+    def __init__(
+        self,
+        message: str,
+        *,
+        suppress: bool = False,
+        disable_channel: bool = False,
+        park_seconds: float | None = None,
+        **context: Any,
+    ):
         super().__init__(message, **context)
         self.suppress = suppress
+        self.disable_channel = disable_channel
+        self.park_seconds = park_seconds
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,9 @@ class Message:
     priority: str = "medium"
     retry_key: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    """Channel-specific content (LINE messages, topic category, unsubscribe URL...)."""
+    credentials: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Per-tenant secrets (LINE token, Slack webhook); never stored in the outbox or logged."""
 
 
 @dataclass(frozen=True)
@@ -96,12 +112,23 @@ class Channel:
     name: ClassVar[str] = ""
     backend: ClassVar[str] = ""
     max_body_len: ClassVar[int] = 100_000
-    rate_per_sec: ClassVar[float] = 0.0  # 0 = no limit
+    rate_per_sec: ClassVar[float] = 0.0  # 0 = no limit; else a per-tenant token bucket
 
     def send(self, message: Message) -> DeliveryResult:
         payload = self.build_payload(message)
         response = self.post(message, payload)
         return self.parse_response(message, response)
+
+    def send_many(self, messages: list[Message]) -> list[DeliveryResult | NotifierError]:
+        """Send a chunk; one result or error per message, in order. Channels with a bulk
+        API (LINE multicast) override this; the default sends one by one."""
+        results: list[DeliveryResult | NotifierError] = []
+        for message in messages:
+            try:
+                results.append(self.send(message))
+            except NotifierError as exc:
+                results.append(exc)
+        return results
 
     def build_payload(self, message: Message) -> Any:
         raise NotImplementedError

@@ -49,6 +49,7 @@ class Settings:
     stale_claim_seconds: int
     release_interval_seconds: float
     public_base_url: str
+    rate_limit_redis_url: str
     backends: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -110,6 +111,7 @@ def load_settings() -> Settings:
         stale_claim_seconds=_int("NOTIFIER_STALE_CLAIM_SECONDS", 300),
         release_interval_seconds=_float("NOTIFIER_RELEASE_INTERVAL", 30.0),
         public_base_url=_env("NOTIFIER_PUBLIC_BASE_URL", "http://localhost:8000"),
+        rate_limit_redis_url=_env("NOTIFIER_RATE_LIMIT_REDIS_URL"),
         backends=channel_backends(),
     )
 

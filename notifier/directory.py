@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
-from sqlalchemy import Select, and_, select, tuple_
+from sqlalchemy import Select, and_, delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from config.routing import ADMIN_ROLES, STAFF_ROLES
@@ -275,4 +275,35 @@ def suppressed_channels(
     for channel, address, person_id in wanted:
         if (channel, address) in hits:
             result.setdefault(person_id, set()).add(channel)
+    return result
+
+
+def delete_push_subscription(tenant_id: str, endpoint: str) -> None:
+    """A push service said the subscription is gone (404/410): forget it."""
+    with session_scope() as session:
+        session.execute(
+            delete(WebPushSubscription).where(
+                WebPushSubscription.tenant_id == tenant_id,
+                WebPushSubscription.endpoint == endpoint,
+            )
+        )
+
+
+def push_subscriptions(
+    session: Session, tenant_id: str, user_ids: Iterable[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """user id -> the Web Push subscriptions of that user, in the shape pywebpush takes."""
+    result: dict[str, list[dict[str, Any]]] = {}
+    rows = session.scalars(
+        select(WebPushSubscription)
+        .where(
+            WebPushSubscription.tenant_id == tenant_id,
+            WebPushSubscription.user_id.in_(list(user_ids)),
+        )
+        .order_by(WebPushSubscription.id)
+    )
+    for row in rows:
+        result.setdefault(row.user_id, []).append(
+            {"endpoint": row.endpoint, "keys": {"p256dh": row.p256dh, "auth": row.auth}}
+        )
     return result

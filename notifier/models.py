@@ -286,3 +286,17 @@ class DeadLetter(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     replayed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class ChannelState(Base):
+    """A channel turned off for a tenant: `disabled` until an operator re-enables it (bad
+    credentials, a removed webhook), or `parked` until `until` (a monthly quota)."""
+
+    __tablename__ = "channel_states"
+
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

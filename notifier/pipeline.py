@@ -14,8 +14,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from channels.registry import not_configured
 from config.routing import ROUTES
-from config.settings import get_settings
+from config.settings import CHANNELS, get_settings
+from notifier.channel_state import unavailable_channels
 from notifier.db import session_scope
 from notifier.dbutil import insert_ignore
 from notifier.directory import (
@@ -245,6 +247,11 @@ def plan(event_pk: int, now: dt.datetime | None = None) -> Plan:
         query = recipients_query(
             tenant.id, route.recipients, meta.get("userId"), payload.get("data") or {}
         )
+        unavailable = unavailable_channels(session, tenant.id, now)
+        for channel in CHANNELS:
+            missing = not_configured(channel, tenant.line_channel_access_token, route.category)
+            if missing:
+                unavailable.setdefault(channel, missing)
         for page in iter_user_pages(session, query, settings.bulk_insert_chunk):
             people = people_for(session, tenant, page)
             suppressed = suppressed_channels(session, tenant.id, people)
@@ -267,10 +274,11 @@ def plan(event_pk: int, now: dt.datetime | None = None) -> Plan:
                     narrowed_to=narrowed,
                     suppressed=frozenset(suppressed.get(person.id, ())),
                     quiet_policy=policy,
+                    unavailable=unavailable,
                 )
             ]
             insert_ignore(session, Delivery, rows, ("event_pk", "recipient", "channel"))
-        if route.topic and (narrowed is None or "topic" in narrowed):
+        if route.topic and (narrowed is None or "topic" in narrowed) and "topic" not in unavailable:
             insert_ignore(
                 session,
                 Delivery,

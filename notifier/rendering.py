@@ -7,6 +7,7 @@ are autoescaped; a missing or broken template raises TemplateProblem naming the 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -27,6 +28,9 @@ CHANNEL_PARTS: dict[str, tuple[str, ...]] = {
     "slack": ("title", "txt"),
     "topic": ("title", "txt"),
 }
+# Parts a channel uses when its template exists: LINE's Flex/buttons layouts, as a JSON list
+# of LINE message objects.
+OPTIONAL_PARTS: dict[str, tuple[str, ...]] = {"line": ("messages.json",)}
 DEFAULT_BRAND = {
     "name": "Kyo Gym",
     "color": "#1DBF73",
@@ -52,7 +56,7 @@ class Rendered:
     subject: str = ""
     text: str = ""
     html: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def normalize_locale(value: str | None) -> str | None:
@@ -171,11 +175,25 @@ def render(
             raise TemplateProblem(name, f"{type(exc).__name__}: {exc}") from exc
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise TemplateProblem(name, f"{type(exc).__name__}: {exc}") from exc
+    extra: dict[str, Any] = {}
+    for part in OPTIONAL_PARTS.get(channel, ()):
+        name = template_name(locale, event_type, channel, part)
+        try:
+            source = env.get_template(name).render(context)
+        except jinja2.TemplateNotFound:
+            continue
+        except (jinja2.TemplateError, TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise TemplateProblem(name, f"{type(exc).__name__}: {exc}") from exc
+        try:
+            extra[part] = json.loads(source)
+        except ValueError as exc:
+            raise TemplateProblem(name, f"renders invalid JSON: {exc}") from exc
     return Rendered(
         locale=locale,
         subject=parts.get("subject") or parts.get("title", ""),
         text=parts.get("txt", ""),
         html=parts.get("html"),
+        extra=extra,
     )
 
 

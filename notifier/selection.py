@@ -80,6 +80,7 @@ def select_channels(
     narrowed_to: tuple[str, ...] | None = None,
     suppressed: frozenset[str] = frozenset(),
     quiet_policy: str = "defer",
+    unavailable: dict[str, str] | None = None,
 ) -> list[Choice]:
     """One Choice per candidate channel, each queued, deferred, or skipped with a reason."""
     opted = person.preferences.get("channels") or {}
@@ -90,6 +91,8 @@ def select_channels(
     for channel in candidate_channels(person, priority):
         if narrowed_to is not None and channel not in narrowed_to:
             choices.append(Choice(channel, DeliveryStatus.SKIPPED, "narrowed by metadata.channels"))
+        elif unavailable and channel in unavailable:
+            choices.append(Choice(channel, DeliveryStatus.SKIPPED, unavailable[channel]))
         elif isinstance(opted, dict) and opted.get(PREFERENCE_KEYS[channel]) is False:
             choices.append(Choice(channel, DeliveryStatus.SKIPPED, "opted out"))
         elif not person.address(channel):

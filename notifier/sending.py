@@ -2,13 +2,15 @@
 
 A delivery is claimed atomically (queued -> sending) before anything is sent, so a
 redelivered task skips what another run already sent; a claim left by a killed worker is
-taken over once it is older than the stale-claim timeout.
+taken over once it is older than the stale-claim timeout. Outcomes are committed one by
+one, as they arrive, so a crash loses at most the message in flight.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from channels.base import (
+    Channel,
     DeliveryResult,
     Message,
     NotifierError,
@@ -25,9 +28,11 @@ from channels.base import (
 from channels.registry import get_channel
 from config.routing import ROUTES
 from config.settings import get_settings
+from notifier import ratelimit
+from notifier.channel_state import turn_off, unavailable_channels
 from notifier.db import session_scope
 from notifier.dbutil import insert_ignore
-from notifier.directory import people_for
+from notifier.directory import people_for, push_subscriptions
 from notifier.models import (
     DeadLetter,
     Delivery,
@@ -39,7 +44,8 @@ from notifier.models import (
     utcnow,
 )
 from notifier.rendering import TemplateProblem, brand, render
-from notifier.selection import fallback_channel
+from notifier.selection import PERSON_CHANNELS, fallback_channel
+from notifier.signing import unsubscribe_url
 
 log = logging.getLogger("notifier.send")
 
@@ -51,6 +57,19 @@ class ChunkOutcome:
     retry_ids: list[int] = field(default_factory=list)
     retry_after: float | None = None
     fallbacks: list[tuple[str, list[int]]] = field(default_factory=list)
+
+
+@dataclass
+class ChunkContext:
+    """Everything the chunk's deliveries refer to, loaded with one query per kind."""
+
+    events: dict[int, Event]
+    tenants: dict[str, Tenant]
+    users: dict[tuple[str, str], User]
+    subscriptions: dict[tuple[str, str], list[dict[str, Any]]]
+
+    def user(self, delivery: Delivery) -> User | None:
+        return self.users.get((delivery.tenant_id, delivery.recipient))
 
 
 def claim(session: Session, channel: str, ids: list[int], now: dt.datetime) -> list[Delivery]:
@@ -86,28 +105,57 @@ def claim(session: Session, channel: str, ids: list[int], now: dt.datetime) -> l
     )
 
 
-def _address(channel: str, user: User | None, tenant: Tenant, route_category: str) -> str | None:
-    if channel == "topic":
-        return route_category
-    if user is None:
-        return None
-    if channel == "line":
-        return user.line_user_id
-    if channel == "email":
-        return user.email
-    if channel == "sms":
-        return user.phone
+def load_context(session: Session, channel: str, deliveries: list[Delivery]) -> ChunkContext:
+    tenant_ids = {d.tenant_id for d in deliveries}
+    recipients = {d.recipient for d in deliveries}
+    events = {
+        e.id: e
+        for e in session.scalars(
+            select(Event).where(Event.id.in_({d.event_pk for d in deliveries}))
+        )
+    }
+    tenants = {t.id: t for t in session.scalars(select(Tenant).where(Tenant.id.in_(tenant_ids)))}
+    users = {
+        (u.tenant_id, u.id): u
+        for u in session.scalars(
+            select(User).where(User.tenant_id.in_(tenant_ids), User.id.in_(recipients))
+        )
+    }
+    subscriptions: dict[tuple[str, str], list[dict[str, Any]]] = {}
     if channel == "web_push":
-        return user.id
+        for tenant_id in tenant_ids:
+            for user_id, subs in push_subscriptions(session, tenant_id, recipients).items():
+                subscriptions[(tenant_id, user_id)] = subs
+    return ChunkContext(events, tenants, users, subscriptions)
+
+
+def _address(channel: str, user: User | None, tenant: Tenant, category: str) -> str | None:
+    if channel == "topic":
+        return category
     if channel == "slack":
         return tenant.slack_webhook_url
-    return None
+    if user is None:
+        return None
+    return {
+        "line": user.line_user_id,
+        "email": user.email,
+        "sms": user.phone,
+        "web_push": user.id,
+    }.get(channel)
 
 
-def build_message(delivery: Delivery, event: Event, user: User | None, tenant: Tenant) -> Message:
+def build_message(delivery: Delivery, ctx: ChunkContext) -> Message:
+    event = ctx.events[delivery.event_pk]
+    tenant = ctx.tenants[delivery.tenant_id]
+    user = ctx.user(delivery)
     payload = event.payload
     route = ROUTES[event.event_type]
     timezone = (user.timezone if user else None) or tenant.timezone or "UTC"
+    unsubscribe = (
+        unsubscribe_url(tenant.id, user.id, delivery.channel)
+        if user is not None and delivery.channel == "email"
+        else None
+    )
     context: dict[str, Any] = {
         "data": payload.get("data") or {},
         "event": {
@@ -130,13 +178,25 @@ def build_message(delivery: Delivery, event: Event, user: User | None, tenant: T
             "timezone": tenant.timezone,
         },
         "brand": brand({"name": tenant.name, **(tenant.branding or {})}),
-        "links": {"unsubscribe": None},
+        "links": {"unsubscribe": unsubscribe},
     }
-    locales = [user.locale if user else None, tenant.locale]
-    rendered = render(event.event_type, delivery.channel, locales, context)
+    rendered = render(
+        event.event_type, delivery.channel, [user.locale if user else None, tenant.locale], context
+    )
     attributes: dict[str, Any] = {"locale": rendered.locale}
+    if "messages.json" in rendered.extra:
+        attributes["line_messages"] = rendered.extra["messages.json"]
+    if unsubscribe:
+        attributes["unsubscribe_url"] = unsubscribe
     if delivery.channel == "topic":
         attributes.update(category=route.category, event=payload)
+    credentials: dict[str, Any] = {}
+    if delivery.channel == "line" and tenant.line_channel_access_token:
+        credentials["line_channel_access_token"] = tenant.line_channel_access_token
+    if delivery.channel == "web_push":
+        credentials["subscriptions"] = ctx.subscriptions.get(
+            (delivery.tenant_id, delivery.recipient), []
+        )
     return Message(
         delivery_id=delivery.id,
         tenant_id=delivery.tenant_id,
@@ -150,41 +210,27 @@ def build_message(delivery: Delivery, event: Event, user: User | None, tenant: T
         priority=delivery.priority,
         retry_key=delivery.retry_key,
         attributes=attributes,
+        credentials=credentials,
     )
 
 
-def _record_sent(
-    session: Session, delivery: Delivery, result: DeliveryResult, now: dt.datetime
-) -> None:
-    session.execute(
-        update(Delivery)
-        .where(Delivery.id == delivery.id)
-        .values(
-            status=DeliveryStatus.SENT,
-            reason=None,
-            sent_at=now,
-            updated_at=now,
-            provider_message_id=result.provider_message_id,
-            raw_response=result.raw_response,
-        )
-    )
+def channel_rate(backend: Channel) -> float:
+    """NOTIFIER_RATE_<CHANNEL> overrides the provider's default messages per second."""
+    override = os.environ.get(f"NOTIFIER_RATE_{backend.name.upper()}")
+    return float(override) if override else float(backend.rate_per_sec)
 
 
-def _dead_letter(session: Session, delivery: Delivery, event: Event, error: str) -> None:
-    session.add(
-        DeadLetter(
-            tenant_id=delivery.tenant_id,
-            kind="delivery",
-            delivery_id=delivery.id,
-            error=error,
-            payload={
-                "eventId": event.event_id,
-                "eventType": event.event_type,
-                "channel": delivery.channel,
-                "recipient": delivery.recipient,
-            },
-        )
-    )
+def _rate_limit(backend: Channel, tenant_id: str, tokens: int) -> None:
+    """Per provider account, or per tenant where the tenant has its own credentials (LINE
+    channel token, Slack webhook): wait for the tokens, or ask for a later retry."""
+    rate = channel_rate(backend)
+    if rate <= 0:
+        return
+    scope = tenant_id if getattr(backend, "rate_scope", "provider") == "tenant" else "all"
+    try:
+        ratelimit.throttle(f"{backend.name}:{backend.backend}:{scope}", rate, tokens)
+    except ratelimit.RateLimited as exc:
+        raise TransientChannelError(str(exc), retry_after=exc.wait, channel=backend.name) from exc
 
 
 def send_chunk(
@@ -198,72 +244,85 @@ def send_chunk(
         deliveries = claim(session, channel, ids, now)
         if not deliveries:
             return outcome
-        events = {
-            e.id: e
-            for e in session.scalars(
-                select(Event).where(Event.id.in_({d.event_pk for d in deliveries}))
-            )
-        }
-        tenants = {
-            t.id: t
-            for t in session.scalars(
-                select(Tenant).where(Tenant.id.in_({d.tenant_id for d in deliveries}))
-            )
-        }
-        users = {
-            (u.tenant_id, u.id): u
-            for u in session.scalars(
-                select(User).where(
-                    User.tenant_id.in_({d.tenant_id for d in deliveries}),
-                    User.id.in_({d.recipient for d in deliveries}),
-                )
-            )
-        }
+        ctx = load_context(session, channel, deliveries)
         backend = get_channel(channel)
+        ready: list[tuple[Delivery, Message]] = []
         for delivery in deliveries:
-            event = events[delivery.event_pk]
-            tenant = tenants[delivery.tenant_id]
-            user = users.get((delivery.tenant_id, delivery.recipient))
-            context = {
-                "event_id": event.event_id,
-                "tenant": delivery.tenant_id,
-                "delivery_id": delivery.id,
-                "channel": channel,
-            }
             try:
-                message = build_message(delivery, event, user, tenant)
-                result = backend.send(message)
+                ready.append((delivery, build_message(delivery, ctx)))
             except TemplateProblem as exc:
-                error: NotifierError = PermanentChannelError(
-                    str(exc), channel=channel, delivery_id=delivery.id
-                )
-            except NotifierError as exc:
-                error = exc
-            except Exception as exc:  # an unexpected bug: retried, bounded, then dead-lettered
-                log.exception("unexpected error while sending", extra=context)
-                error = TransientChannelError(
-                    f"{type(exc).__name__}: {exc}", channel=channel, delivery_id=delivery.id
-                )
-            else:
-                _record_sent(session, delivery, result, utcnow())
-                session.commit()
-                outcome.sent += 1
-                log.info("delivery sent", extra=context)
-                continue
-            _record_failure(
-                session, delivery, event, user, tenant, error, final_attempt, outcome, now
-            )
-            session.commit()
-            log.warning("delivery not sent", extra={**context, "error": error.describe()})
+                error = PermanentChannelError(str(exc), channel=channel, delivery_id=delivery.id)
+                _record(session, delivery, ctx, error, final_attempt, outcome, now)
+        batch_size = max(1, int(getattr(backend, "batch_size", 1)))
+        for start in range(0, len(ready), batch_size):
+            batch = ready[start : start + batch_size]
+            results = _send(backend, batch, batch_size)
+            for (sent_delivery, _), result in zip(batch, results, strict=True):
+                _record(session, sent_delivery, ctx, result, final_attempt, outcome, now)
     return outcome
+
+
+def _send(
+    backend: Channel, batch: list[tuple[Delivery, Message]], batch_size: int
+) -> list[DeliveryResult | NotifierError]:
+    """One result or error per message. Unexpected exceptions become transient errors:
+    retried, bounded by the retry budget, then dead-lettered."""
+    messages = [message for _, message in batch]
+    try:
+        _rate_limit(backend, messages[0].tenant_id, 1 if batch_size > 1 else len(messages))
+        if batch_size > 1:
+            return backend.send_many(messages)
+        return [backend.send(messages[0])]
+    except NotifierError as exc:
+        return [exc] * len(messages)
+    except Exception as exc:
+        log.exception("unexpected error while sending", extra={"channel": backend.name})
+        error = TransientChannelError(f"{type(exc).__name__}: {exc}", channel=backend.name)
+        return [error] * len(messages)
+
+
+def _record(
+    session: Session,
+    delivery: Delivery,
+    ctx: ChunkContext,
+    result: DeliveryResult | NotifierError,
+    final_attempt: bool,
+    outcome: ChunkOutcome,
+    now: dt.datetime,
+) -> None:
+    event = ctx.events[delivery.event_pk]
+    log_context = {
+        "event_id": event.event_id,
+        "tenant": delivery.tenant_id,
+        "delivery_id": delivery.id,
+        "channel": delivery.channel,
+    }
+    if isinstance(result, DeliveryResult):
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery.id)
+            .values(
+                status=DeliveryStatus.SENT,
+                reason=None,
+                sent_at=utcnow(),
+                updated_at=utcnow(),
+                provider_message_id=result.provider_message_id,
+                raw_response=_jsonable(result.raw_response),
+            )
+        )
+        outcome.sent += 1
+        session.commit()
+        log.info("delivery sent", extra=log_context)
+        return
+    _record_failure(session, delivery, ctx, result, final_attempt, outcome, now)
+    session.commit()
+    log.warning("delivery not sent", extra={**log_context, "error": result.describe()})
 
 
 def _record_failure(
     session: Session,
     delivery: Delivery,
-    event: Event,
-    user: User | None,
-    tenant: Tenant,
+    ctx: ChunkContext,
     error: NotifierError,
     final_attempt: bool,
     outcome: ChunkOutcome,
@@ -279,21 +338,23 @@ def _record_failure(
         if error.retry_after is not None:
             outcome.retry_after = max(outcome.retry_after or 0.0, error.retry_after)
         return
+    permanent = isinstance(error, PermanentChannelError)
     suppress = isinstance(error, PermanentChannelError) and error.suppress
-    status = DeliveryStatus.SUPPRESSED if suppress else DeliveryStatus.FAILED
-    reason = (
-        error.describe()
-        if not final_attempt or isinstance(error, PermanentChannelError)
-        else f"retries exhausted: {error.describe()}"
-    )
+    reason = error.describe() if permanent else f"retries exhausted: {error.describe()}"
     session.execute(
         update(Delivery)
         .where(Delivery.id == delivery.id)
         .values(
-            status=status, reason=reason, updated_at=now, raw_response=_jsonable(error.response)
+            status=DeliveryStatus.SUPPRESSED if suppress else DeliveryStatus.FAILED,
+            reason=reason,
+            updated_at=now,
+            raw_response=_jsonable(error.response),
         )
     )
     outcome.failed += 1
+    event = ctx.events[delivery.event_pk]
+    tenant = ctx.tenants[delivery.tenant_id]
+    user = ctx.user(delivery)
     if suppress and (address := _address(delivery.channel, user, tenant, "")):
         insert_ignore(
             session,
@@ -309,8 +370,24 @@ def _record_failure(
             ],
             ("tenant_id", "channel", "address"),
         )
-    _dead_letter(session, delivery, event, reason)
-    if user is not None and delivery.fallback_of is None:
+    if isinstance(error, PermanentChannelError) and (error.disable_channel or error.park_seconds):
+        until = now + dt.timedelta(seconds=error.park_seconds) if error.park_seconds else None
+        turn_off(session, delivery.tenant_id, delivery.channel, error.describe(), until)
+    session.add(
+        DeadLetter(
+            tenant_id=delivery.tenant_id,
+            kind="delivery",
+            delivery_id=delivery.id,
+            error=reason,
+            payload={
+                "eventId": event.event_id,
+                "eventType": event.event_type,
+                "channel": delivery.channel,
+                "recipient": delivery.recipient,
+            },
+        )
+    )
+    if user is not None and delivery.fallback_of is None and delivery.channel != "topic":
         _fall_back(session, delivery, event, user, tenant, outcome, now)
 
 
@@ -330,9 +407,10 @@ def _fall_back(
             )
         )
     )
+    taken |= set(unavailable_channels(session, tenant.id, now))
     narrowed = (event.payload.get("metadata") or {}).get("channels")
     if narrowed:  # the sender limited the channels: a fallback stays inside that limit
-        taken |= {c for c in ("line", "sms", "email", "web_push", "slack") if c not in narrowed}
+        taken |= {c for c in PERSON_CHANNELS if c not in narrowed}
     person = people_for(session, tenant, [user])[0]
     channel = fallback_channel(person, delivery.priority, delivery.channel, taken)
     if channel is None:
@@ -367,27 +445,3 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool | list | dict):
         return value
     return str(value)
-
-
-def fail_remaining(channel: str, ids: list[int], reason: str) -> None:
-    """Mark deliveries that can no longer be retried as failed, with a dead letter each."""
-    now = utcnow()
-    with session_scope() as session:
-        rows = list(
-            session.scalars(
-                select(Delivery).where(
-                    Delivery.id.in_(ids),
-                    Delivery.channel == channel,
-                    Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]),
-                )
-            )
-        )
-        events = {
-            e.id: e
-            for e in session.scalars(select(Event).where(Event.id.in_({d.event_pk for d in rows})))
-        }
-        for delivery in rows:
-            delivery.status = DeliveryStatus.FAILED
-            delivery.reason = reason
-            delivery.updated_at = now
-            _dead_letter(session, delivery, events[delivery.event_pk], reason)

@@ -18,7 +18,8 @@ from channels.base import (
 
 
 class ScriptedChannel(Channel):
-    """Plays a queue of outcomes ('ok', 'transient', 'permanent', 'suppress'); 'ok' when
+    """Plays a queue of outcomes ('ok', 'transient', 'permanent', 'suppress', 'disable',
+    'park'); 'ok' when
     the script runs out. Records every call."""
 
     backend = "scripted"
@@ -49,6 +50,14 @@ class ScriptedChannel(Channel):
             raise TransientChannelError("scripted 503", status_code=503, **context)
         if response == "permanent":
             raise PermanentChannelError("scripted 400", status_code=400, **context)
+        if response == "disable":
+            raise PermanentChannelError(
+                "scripted 401", status_code=401, disable_channel=True, **context
+            )
+        if response == "park":
+            raise PermanentChannelError(
+                "scripted 429 monthly limit", status_code=429, park_seconds=3600, **context
+            )
         if response == "suppress":
             raise PermanentChannelError(
                 "scripted 410 gone", status_code=410, suppress=True, **context

@@ -311,3 +311,42 @@ def test_permanent_address_failure_writes_a_suppression(scripted: Any) -> None:
     rows = wait_settled(expected=2)
     assert rows[1].status == "suppressed" and rows[1].reason == "address suppressed"
     assert len(scripted.channel.calls) == 1
+
+
+@pytest.mark.parametrize("outcome", ["disable", "park"])
+def test_a_disabled_or_parked_channel_falls_back_and_is_skipped_next_time(
+    scripted: Any, outcome: str
+) -> None:
+    from notifier.models import ChannelState
+
+    scripted.use("line")
+    scripted.channel.reset(outcome)
+    prefs = {"priority": {"high": ["line", "sms"], "medium": ["line"]}}
+    import_document(directory(person("u1", preferences=prefs)))
+    notify.delay(event("member.registered"))
+    rows = {r.channel: r for r in wait_settled(expected=3)}
+    assert rows["line"].status == "failed"
+    assert rows["sms"].status == "sent" and rows["sms"].fallback_of == rows["line"].id
+    with session_scope() as session:
+        [state] = session.scalars(select(ChannelState))
+    assert (state.tenant_id, state.channel) == (TENANT, "line")
+    assert state.state == ("disabled" if outcome == "disable" else "parked")
+    assert (state.until is None) == (outcome == "disable")
+    # the next event does not even try LINE for this tenant
+    notify.delay(event("payment.success"))
+    later = [r for r in wait_settled(expected=5) if r.id not in {x.id for x in rows.values()}]
+    line = next(r for r in later if r.channel == "line")
+    assert line.status == "skipped" and line.reason.startswith(f"channel {state.state}")
+    assert len(scripted.channel.calls) == 1
+
+
+def test_a_channel_without_its_settings_is_not_selected(monkeypatch: pytest.MonkeyPatch) -> None:
+    from config.settings import get_settings
+
+    monkeypatch.setitem(get_settings().backends, "web_push", "webpush")
+    monkeypatch.delenv("VAPID_PRIVATE_KEY", raising=False)
+    import_document(directory(person("u1", preferences={"priority": {"low": ["web_push"]}})))
+    notify.delay(event("file.uploaded", metadata={"userId": "u1", "channels": ["web_push"]}))
+    [row] = wait_settled(expected=1)
+    assert row.status == "skipped"
+    assert row.reason == "channel not configured: VAPID_PRIVATE_KEY unset"
