@@ -112,7 +112,10 @@ class Channel:
     name: ClassVar[str] = ""
     backend: ClassVar[str] = ""
     max_body_len: ClassVar[int] = 100_000
-    rate_per_sec: ClassVar[float] = 0.0  # 0 = no limit; else a per-tenant token bucket
+    rate_per_sec: ClassVar[float] = 0.0  # 0 = no limit, else a token bucket in Redis
+    # "provider": one bucket for the whole provider account; "tenant": one per tenant, where
+    # each tenant sends with its own credentials (a LINE channel token, a Slack webhook).
+    rate_scope: ClassVar[str] = "provider"
 
     def send(self, message: Message) -> DeliveryResult:
         payload = self.build_payload(message)

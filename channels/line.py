@@ -209,6 +209,7 @@ class LineChannel(Channel):
     backend = "line"
     max_body_len = TEXT_LIMIT
     rate_per_sec = 2000.0
+    rate_scope = "tenant"
     batch_size: ClassVar[int] = 500
     connect_timeout: ClassVar[float] = 5.0
     read_timeout: ClassVar[float] = 10.0

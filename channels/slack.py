@@ -95,6 +95,7 @@ class SlackChannel(Channel):
     backend = "slack"
     max_body_len = SECTION_MAX
     rate_per_sec = 1.0  # Slack allows about one message per second per webhook
+    rate_scope = "tenant"
 
     timeout: ClassVar[float] = 10.0
     """Seconds per webhook request (connect and read); NOTIFIER_SLACK_TIMEOUT wins."""

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from channels.registry import not_configured
+from channels.registry import get_channel, not_configured
 from config.routing import ROUTES
 from config.settings import CHANNELS, get_settings
 from notifier.channel_state import unavailable_channels
@@ -347,12 +347,17 @@ def group_chunks(rows: Sequence[tuple[str, int]]) -> list[tuple[str, list[int]]]
     by_channel: dict[str, list[int]] = {}
     for channel, delivery_id in rows:
         by_channel.setdefault(channel, []).append(delivery_id)
-    size = get_settings().send_chunk_size
     return [
         (ch, chunk)
         for ch, ids in sorted(by_channel.items())
-        for chunk in chunked(sorted(ids), size)
+        for chunk in chunked(sorted(ids), chunk_size(ch))
     ]
+
+
+def chunk_size(channel: str) -> int:
+    """Deliveries per send task: a bulk API's batch (LINE multicast: 500), else the setting."""
+    batch = int(getattr(get_channel(channel), "batch_size", 1))
+    return batch if batch > 1 else get_settings().send_chunk_size
 
 
 def requeue_stalled(

@@ -226,7 +226,7 @@ def _rate_limit(backend: Channel, tenant_id: str, tokens: int) -> None:
     rate = channel_rate(backend)
     if rate <= 0:
         return
-    scope = tenant_id if getattr(backend, "rate_scope", "provider") == "tenant" else "all"
+    scope = tenant_id if backend.rate_scope == "tenant" else "all"
     try:
         ratelimit.throttle(f"{backend.name}:{backend.backend}:{scope}", rate, tokens)
     except ratelimit.RateLimited as exc:
