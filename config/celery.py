@@ -23,6 +23,7 @@ def result_backend_for(settings: Settings, broker_url: str) -> str:
 
 
 def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
+    prefix = settings.queue_prefix
     return {
         "broker_url": broker_url,
         "result_backend": result_backend_for(settings, broker_url),
@@ -40,9 +41,9 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
         "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
-        "task_default_queue": "notifier",
-        "task_queues": (Queue("notifier"), Queue("notifier.send")),
-        "task_routes": {"notifier.send_*": {"queue": "notifier.send"}},
+        "task_default_queue": f"{prefix}notifier",
+        "task_queues": (Queue(f"{prefix}notifier"), Queue(f"{prefix}notifier.send")),
+        "task_routes": {"notifier.send_*": {"queue": f"{prefix}notifier.send"}},
         "worker_hijack_root_logger": False,
         "worker_send_task_events": True,
         "task_send_sent_event": True,

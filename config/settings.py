@@ -50,6 +50,7 @@ class Settings:
     release_interval_seconds: float
     public_base_url: str
     rate_limit_redis_url: str
+    queue_prefix: str
     backends: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -112,6 +113,8 @@ def load_settings() -> Settings:
         release_interval_seconds=_float("NOTIFIER_RELEASE_INTERVAL", 30.0),
         public_base_url=_env("NOTIFIER_PUBLIC_BASE_URL", "http://localhost:8000"),
         rate_limit_redis_url=_env("NOTIFIER_RATE_LIMIT_REDIS_URL"),
+        # Several deployments (or test runs) can share one broker with distinct prefixes.
+        queue_prefix=_env("NOTIFIER_QUEUE_PREFIX"),
         backends=channel_backends(),
     )
 

@@ -89,6 +89,8 @@ class Tenant(Base):
     line_channel_access_token: Mapped[str | None] = mapped_column(Text)
     branding: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     quiet_hours_policy: Mapped[str | None] = mapped_column(String(16))
+    api_key_hash: Mapped[str | None] = mapped_column(String(128))
+    """sha256 hex of the tenant's API key for POST /events (the key itself is never stored)."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -217,6 +219,7 @@ class Delivery(Base):
         Index("ix_deliveries_release", "status", "not_before"),
         Index("ix_deliveries_tenant_created", "tenant_id", "created_at"),
         Index("ix_deliveries_recipient", "tenant_id", "recipient"),
+        Index("ix_deliveries_digest", "digest_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -235,6 +238,7 @@ class Delivery(Base):
     claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     fallback_of: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    digest_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -300,3 +304,39 @@ class ChannelState(Base):
     until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     reason: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Digest(Base):
+    """One message that carries several batched deliveries of one person on one channel."""
+
+    __tablename__ = "digests"
+    __table_args__ = (Index("ix_digests_status", "status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    recipient: Mapped[str] = mapped_column(ID)
+    channel: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.QUEUED)
+    item_count: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    retry_key: Mapped[str | None] = mapped_column(String(64))
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text)
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Click(Base):
+    """A click on a tracked link in a message."""
+
+    __tablename__ = "clicks"
+    __table_args__ = (Index("ix_clicks_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    delivery_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    channel: Mapped[str] = mapped_column(String(16), default="")
+    event_type: Mapped[str] = mapped_column(String(100), default="")
+    url: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

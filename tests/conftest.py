@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,8 @@ _HOME = Path(tempfile.mkdtemp(prefix="notifier-test-"))
 # Decided before any project module reads the environment.
 _PG_DATABASES = services.configure(_HOME)
 os.environ.setdefault("NOTIFIER_SEND_BACKOFF_MAX", "2")
+# Queues of our own: test sessions running at once on one broker never take each other's tasks.
+os.environ.setdefault("NOTIFIER_QUEUE_PREFIX", f"test-{uuid.uuid4().hex[:8]}-")
 os.environ.setdefault("NOTIFIER_SEND_MAX_RETRIES", "3")
 
 
