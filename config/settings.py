@@ -31,6 +31,25 @@ def _float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+def _offsets(name: str, default: str) -> tuple[int, ...]:
+    """A comma-separated list of positive whole numbers ("7,3,1"), largest first."""
+    raw = _env(name, default)
+    try:
+        values = {int(part) for part in raw.split(",") if part.strip()}
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated whole numbers, got {raw!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{name} must list at least one number, each 1 or more, got {raw!r}")
+    return tuple(sorted(values, reverse=True))
+
+
+def _hour(name: str, default: int) -> int:
+    value = _int(name, default)
+    if not 0 <= value <= 23:
+        raise ValueError(f"{name} must be an hour from 0 to 23, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -51,7 +70,36 @@ class Settings:
     public_base_url: str
     rate_limit_redis_url: str
     queue_prefix: str
+    digest_window_seconds: float
+    digest_max_items: int
     backends: dict[str, str] = field(default_factory=dict)
+    ses_feedback_topic_arns: tuple[str, ...] = ()
+    """SNS topics whose SES bounce/complaint notifications POST /webhooks/ses accepts."""
+    line_channel_secret: str = field(default="", repr=False)
+    outbox_page: bool = False
+    """Serve GET /outbox (every tenant's rendered messages): on for `notifier dev` only."""
+    ingest_wait_seconds: int = 20
+    """SQS long-poll wait of `notifier ingest sqs` (a stop request waits at most this long)."""
+    ingest_mapping_file: str = ""
+    """JSON {source: {detail-type: eventType}} added to config/ingest_mapping.py's defaults."""
+    alarm_topic_arn: str = ""
+    alarm_slack_webhook_url: str = field(default="", repr=False)
+    alarm_window_seconds: int = 300
+    """The same alarm key is published at most once per window, across all workers."""
+    cloudwatch_enabled: bool = False
+    cloudwatch_namespace: str = "Kyo/Notifications"
+    expiry_days: tuple[int, ...] = (7, 3, 1)
+    """Days before a membership's expiry date on which its reminder goes out."""
+    expiry_hour: int = 9
+    """Local hour (the tenant's timezone) from which a day's expiry reminders are sent."""
+    reminder_hours: tuple[int, ...] = (24, 2)
+    """Hours before a class starts at which its booked members are reminded."""
+    expiry_scan_interval_seconds: float = 600.0
+    reminder_scan_interval_seconds: float = 60.0
+    digest_flush_interval_seconds: float = 5.0
+    retention_days: int = 90
+    """Events, deliveries, outbox messages and replayed dead letters older than this go."""
+    cleanup_interval_seconds: float = 3600.0
 
     @property
     def uses_embedded_broker(self) -> bool:
@@ -115,7 +163,31 @@ def load_settings() -> Settings:
         rate_limit_redis_url=_env("NOTIFIER_RATE_LIMIT_REDIS_URL"),
         # Several deployments (or test runs) can share one broker with distinct prefixes.
         queue_prefix=_env("NOTIFIER_QUEUE_PREFIX"),
+        digest_window_seconds=_float("NOTIFIER_DIGEST_WINDOW", 30.0),
+        digest_max_items=_int("NOTIFIER_DIGEST_MAX_ITEMS", 100),
         backends=channel_backends(),
+        ses_feedback_topic_arns=tuple(
+            arn.strip()
+            for arn in _env("NOTIFIER_SES_FEEDBACK_TOPIC_ARNS").split(",")
+            if arn.strip()
+        ),
+        line_channel_secret=_env("LINE_CHANNEL_SECRET"),
+        outbox_page=_env("NOTIFIER_OUTBOX_PAGE").lower() in ("1", "true", "yes", "on"),
+        ingest_wait_seconds=_int("NOTIFIER_INGEST_WAIT_SECONDS", 20),
+        ingest_mapping_file=_env("NOTIFIER_INGEST_MAPPING_FILE"),
+        alarm_topic_arn=_env("NOTIFIER_ALARM_TOPIC_ARN"),
+        alarm_slack_webhook_url=_env("NOTIFIER_ALARM_SLACK_WEBHOOK_URL"),
+        alarm_window_seconds=_int("NOTIFIER_ALARM_WINDOW", 300),
+        cloudwatch_enabled=_env("NOTIFIER_CLOUDWATCH_ENABLED").lower() in ("1", "true", "on"),
+        cloudwatch_namespace=_env("NOTIFIER_CLOUDWATCH_NAMESPACE", "Kyo/Notifications"),
+        expiry_days=_offsets("NOTIFIER_EXPIRY_DAYS", "7,3,1"),
+        expiry_hour=_hour("NOTIFIER_EXPIRY_HOUR", 9),
+        reminder_hours=_offsets("NOTIFIER_REMINDER_HOURS", "24,2"),
+        expiry_scan_interval_seconds=_float("NOTIFIER_EXPIRY_SCAN_INTERVAL", 600.0),
+        reminder_scan_interval_seconds=_float("NOTIFIER_REMINDER_SCAN_INTERVAL", 60.0),
+        digest_flush_interval_seconds=_float("NOTIFIER_DIGEST_FLUSH_INTERVAL", 5.0),
+        retention_days=_int("NOTIFIER_RETENTION_DAYS", 90),
+        cleanup_interval_seconds=_float("NOTIFIER_CLEANUP_INTERVAL", 3600.0),
     )
 
 

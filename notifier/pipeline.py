@@ -20,6 +20,7 @@ from config.settings import CHANNELS, get_settings
 from notifier.channel_state import unavailable_channels
 from notifier.db import session_scope
 from notifier.dbutil import insert_ignore
+from notifier.digests import assign_digests
 from notifier.directory import (
     iter_user_pages,
     people_for,
@@ -192,10 +193,11 @@ def accept(raw: Any) -> Accepted:
 
 @dataclass(frozen=True)
 class Plan:
-    """Delivery ids to send, per channel, in chunks."""
+    """Delivery ids to send, per channel, in chunks; digests to send before them."""
 
     chunks: list[tuple[str, list[int]]]
     counts: dict[str, int]
+    digests: list[int] = field(default_factory=list)
 
 
 def _delivery_row(
@@ -247,6 +249,11 @@ def plan(event_pk: int, now: dt.datetime | None = None) -> Plan:
         query = recipients_query(
             tenant.id, route.recipients, meta.get("userId"), payload.get("data") or {}
         )
+        # Low-priority and digest-marked events wait in the database for one digest per
+        # person; a high or critical event sends a person's waiting digest first.
+        batch = route.batch or priority == "low"
+        urgent = priority in ("high", "critical")
+        digests: list[int] = []
         unavailable = unavailable_channels(session, tenant.id, now)
         for channel in CHANNELS:
             missing = not_configured(channel, tenant.line_channel_access_token, route.category)
@@ -255,6 +262,10 @@ def plan(event_pk: int, now: dt.datetime | None = None) -> Plan:
         for page in iter_user_pages(session, query, settings.bulk_insert_chunk):
             people = people_for(session, tenant, page)
             suppressed = suppressed_channels(session, tenant.id, people)
+            if urgent:
+                digests += assign_digests(
+                    session, now, tenant_id=tenant.id, recipients=[p.id for p in people]
+                )
             rows = [
                 _delivery_row(
                     event,
@@ -275,6 +286,7 @@ def plan(event_pk: int, now: dt.datetime | None = None) -> Plan:
                     suppressed=frozenset(suppressed.get(person.id, ())),
                     quiet_policy=policy,
                     unavailable=unavailable,
+                    batch=batch,
                 )
             ]
             insert_ignore(session, Delivery, rows, ("event_pk", "recipient", "channel"))
@@ -308,7 +320,7 @@ def plan(event_pk: int, now: dt.datetime | None = None) -> Plan:
     counts: dict[str, int] = {}
     for channel, _ in queued:
         counts[channel] = counts.get(channel, 0) + 1
-    return Plan(group_chunks(list(queued)), counts)
+    return Plan(group_chunks(list(queued)), counts, digests)
 
 
 def chunked(ids: list[int], size: int) -> Iterator[list[int]]:

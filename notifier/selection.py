@@ -81,6 +81,7 @@ def select_channels(
     suppressed: frozenset[str] = frozenset(),
     quiet_policy: str = "defer",
     unavailable: dict[str, str] | None = None,
+    batch: bool = False,
 ) -> list[Choice]:
     """One Choice per candidate channel, each queued, deferred, or skipped with a reason."""
     opted = person.preferences.get("channels") or {}
@@ -105,6 +106,8 @@ def select_channels(
             else:
                 until = quiet.quiet_until(now)
                 choices.append(Choice(channel, DeliveryStatus.DEFERRED, "quiet hours", until))
+        elif batch:
+            choices.append(Choice(channel, DeliveryStatus.BATCHED, "waiting for a digest"))
         else:
             choices.append(Choice(channel, DeliveryStatus.QUEUED))
     return choices

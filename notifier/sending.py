@@ -129,7 +129,7 @@ def load_context(session: Session, channel: str, deliveries: list[Delivery]) -> 
     return ChunkContext(events, tenants, users, subscriptions)
 
 
-def _address(channel: str, user: User | None, tenant: Tenant, category: str) -> str | None:
+def address_for(channel: str, user: User | None, tenant: Tenant, category: str) -> str | None:
     if channel == "topic":
         return category
     if channel == "slack":
@@ -203,7 +203,7 @@ def build_message(delivery: Delivery, ctx: ChunkContext) -> Message:
         event_type=event.event_type,
         channel=delivery.channel,
         recipient=delivery.recipient,
-        address=_address(delivery.channel, user, tenant, route.category),
+        address=address_for(delivery.channel, user, tenant, route.category),
         subject=rendered.subject,
         text=rendered.text,
         html=rendered.html,
@@ -220,7 +220,7 @@ def channel_rate(backend: Channel) -> float:
     return float(override) if override else float(backend.rate_per_sec)
 
 
-def _rate_limit(backend: Channel, tenant_id: str, tokens: int) -> None:
+def rate_limit(backend: Channel, tenant_id: str, tokens: int) -> None:
     """Per provider account, or per tenant where the tenant has its own credentials (LINE
     channel token, Slack webhook): wait for the tokens, or ask for a later retry."""
     rate = channel_rate(backend)
@@ -269,7 +269,7 @@ def _send(
     retried, bounded by the retry budget, then dead-lettered."""
     messages = [message for _, message in batch]
     try:
-        _rate_limit(backend, messages[0].tenant_id, 1 if batch_size > 1 else len(messages))
+        rate_limit(backend, messages[0].tenant_id, 1 if batch_size > 1 else len(messages))
         if batch_size > 1:
             return backend.send_many(messages)
         return [backend.send(messages[0])]
@@ -307,7 +307,7 @@ def _record(
                 sent_at=utcnow(),
                 updated_at=utcnow(),
                 provider_message_id=result.provider_message_id,
-                raw_response=_jsonable(result.raw_response),
+                raw_response=jsonable(result.raw_response),
             )
         )
         outcome.sent += 1
@@ -348,14 +348,14 @@ def _record_failure(
             status=DeliveryStatus.SUPPRESSED if suppress else DeliveryStatus.FAILED,
             reason=reason,
             updated_at=now,
-            raw_response=_jsonable(error.response),
+            raw_response=jsonable(error.response),
         )
     )
     outcome.failed += 1
     event = ctx.events[delivery.event_pk]
     tenant = ctx.tenants[delivery.tenant_id]
     user = ctx.user(delivery)
-    if suppress and (address := _address(delivery.channel, user, tenant, "")):
+    if suppress and (address := address_for(delivery.channel, user, tenant, "")):
         insert_ignore(
             session,
             Suppression,
@@ -441,7 +441,7 @@ def _fall_back(
             outcome.fallbacks.append((channel, [new_id]))
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool | list | dict):
         return value
     return str(value)

@@ -8,6 +8,7 @@ from celery import Task, shared_task
 from sqlalchemy.exc import OperationalError
 
 from notifier.pipeline import accept, plan
+from tasks.digests import dispatch_digests
 from tasks.send import dispatch
 
 # A database outage is retried with backoff instead of losing the event.
@@ -33,5 +34,6 @@ def notify(self: Task, event: Any) -> dict[str, Any]:
 def plan_event(self: Task, event_pk: int) -> dict[str, int]:
     """Resolve recipients, select channels, insert deliveries, enqueue send chunks."""
     result = plan(event_pk)
+    dispatch_digests(result.digests)  # a person's waiting digest goes before an urgent event
     dispatch(result.chunks)
     return result.counts
