@@ -199,6 +199,7 @@ class Event(Base):
         UniqueConstraint("tenant_id", "event_id", name="uq_events_tenant_event_id"),
         Index("ix_events_event_id", "event_id"),
         Index("ix_events_tenant_created", "tenant_id", "created_at"),
+        Index("ix_events_unplanned", "status", "planned_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -209,6 +210,9 @@ class Event(Base):
     priority: Mapped[str | None] = mapped_column(String(16))
     errors: Mapped[list[Any]] = mapped_column(JSONType, default=list)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    planned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """When its deliveries were created; an accepted event still unplanned after the
+    stale timeout lost its plan task and is planned again."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

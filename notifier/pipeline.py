@@ -147,6 +147,11 @@ def accept(raw: Any) -> Accepted:
         errors = directory_errors(session, event)
     if errors:
         return _reject(raw, errors)
+    return store(event)
+
+
+def store(event: ValidEvent) -> Accepted:
+    """Store a valid event once per (tenant, eventId): accepted, or a duplicate."""
     route = ROUTES[event.event_type]
     row = {
         "event_id": event.event_id,
@@ -308,6 +313,7 @@ def plan(event_pk: int, now: dt.datetime | None = None) -> Plan:
                 ],
                 ("event_pk", "recipient", "channel"),
             )
+        event.planned_at = now
         queued = (
             session.execute(
                 select(Delivery.channel, Delivery.id)
@@ -404,3 +410,23 @@ def requeue_stalled(
             .all()
         )
     return group_chunks(list(rows))
+
+
+def unplanned_events(now: dt.datetime | None = None, limit: int = 1_000) -> list[int]:
+    """Accepted events whose plan task was lost (or never enqueued: the broker was down
+    when they were published), older than the stale timeout."""
+    now = now or utcnow()
+    stale = now - dt.timedelta(seconds=get_settings().stale_claim_seconds)
+    with session_scope() as session:
+        return list(
+            session.scalars(
+                select(Event.id)
+                .where(
+                    Event.status == EventStatus.ACCEPTED,
+                    Event.planned_at.is_(None),
+                    Event.created_at < stale,
+                )
+                .order_by(Event.id)
+                .limit(limit)
+            )
+        )

@@ -350,3 +350,32 @@ def test_a_channel_without_its_settings_is_not_selected(monkeypatch: pytest.Monk
     [row] = wait_settled(expected=1)
     assert row.status == "skipped"
     assert row.reason == "channel not configured: VAPID_PRIVATE_KEY unset"
+
+
+def test_publish_while_the_broker_is_down_stores_the_event_for_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kombu.exceptions import OperationalError
+
+    from notifier.pipeline import unplanned_events
+    from tasks.pipeline import plan_event
+
+    import_document(directory(person("u1")))
+
+    def broker_down(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(plan_event, "delay", broker_down)
+    event_id = publish(event("member.registered", eventId="while-down"))
+    assert event_id == "while-down"
+    doc = event_status("while-down")
+    assert doc is not None and doc["event"]["status"] == "accepted" and doc["deliveries"] == []
+    with session_scope() as session:
+        pk = session.scalar(select(Event.id).where(Event.event_id == "while-down"))
+    assert unplanned_events() == []  # too young to be called lost
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
+    assert unplanned_events(now=later) == [pk]
+    monkeypatch.undo()
+    plan_event.delay(pk)  # what the recovery task does once the broker is back
+    assert len(wait_settled(expected=3)) == 3
+    assert unplanned_events(now=later) == []
