@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit lint bench clean
+.PHONY: install browser demo test unit lint bench bench-quick reliability clean
 
 install: $(STAMP)
 
@@ -17,11 +17,24 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/notifier dev
 
-test: install
+# Headless Chromium (and CJK fonts) for the outbox page test, from Debian's packages when we
+# may install them; without it that one test is skipped, with its reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk \
+	  fonts-noto-color-emoji >/dev/null; } || echo "chromium not installed: the browser test is skipped"
+
+test: install browser
 	$(BIN)/python -m pytest
 
 unit: install
 	$(BIN)/python -m pytest tests/unit
+
+bench: install
+	$(BIN)/python -m bench
+
+bench-quick: install
+	$(BIN)/python -m bench --quick
 
 lint: install
 	$(BIN)/ruff check .

@@ -200,6 +200,40 @@ def _seed_and_fire(wait: float) -> list[str]:
     return ids
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+def web(host: str, port: int) -> None:
+    """Serve the web app (POST /events, webhooks, tracked links, unsubscribe, /metrics,
+    /healthz; /outbox when NOTIFIER_OUTBOX_PAGE is on) with uvicorn."""
+    import uvicorn
+
+    click.echo(f"serving on http://{host}:{port}  (OpenAPI: /docs)")
+    # log_config=None keeps the JSON logging; access lines (their URLs carry signed link
+    # tokens) stay below the CLI's default WARNING level.
+    uvicorn.run("notifier.web.app:app", host=host, port=port, log_config=None)
+
+
+@main.group()
+def tenant() -> None:
+    """Tenant administration."""
+
+
+@tenant.command("api-key")
+@click.argument("tenant_id")
+def tenant_api_key(tenant_id: str) -> None:
+    """Create a new API key for POST /events and print it once. Only its hash is stored;
+    the tenant's previous key stops working."""
+    from notifier.web.auth import UnknownTenant, issue_api_key
+
+    try:
+        key = issue_api_key(tenant_id)
+    except UnknownTenant as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    click.echo(key)
+
+
 @main.command("demo")
 @click.option(
     "--wait",
@@ -236,11 +270,27 @@ def _children_env(broker_url: str) -> dict[str, str]:
     "--flower/--no-flower", default=True, show_default=True, help="Start Flower on --flower-port."
 )
 @click.option("--flower-port", default=5555, show_default=True)
+@click.option(
+    "--web/--no-web",
+    default=True,
+    show_default=True,
+    help="Start the web app (with the /outbox page) on 127.0.0.1:--web-port.",
+)
+@click.option("--web-port", default=8000, show_default=True)
 @click.option("--concurrency", default=2, show_default=True, help="Worker processes.")
 @click.option("--once", is_flag=True, help="Stop after the demo has settled (for scripts).")
-def dev(demo: bool, flower: bool, flower_port: int, concurrency: int, once: bool) -> None:
+def dev(
+    demo: bool,
+    flower: bool,
+    flower_port: int,
+    web: bool,
+    web_port: int,
+    concurrency: int,
+    once: bool,
+) -> None:
     """Start the whole pipeline on this machine: database migrations, the broker (embedded
-    Redis unless REDIS_URL is set), a worker, Beat and Flower. Ctrl-C stops everything."""
+    Redis unless REDIS_URL is set), a worker, Beat, Flower and the web app. Ctrl-C stops
+    everything."""
     from channels.registry import available_backends
     from notifier.embedded import ensure_redis, stop_redis
     from notifier.migrate import upgrade
@@ -256,6 +306,8 @@ def dev(demo: bool, flower: bool, flower_port: int, concurrency: int, once: bool
     for channel, backend in available_backends().items():
         click.echo(f"channel {channel:<9} -> {backend}")
     env = _children_env(broker_url)
+    # Links in messages (unsubscribe, tracked clicks) point at this web app.
+    env.setdefault("NOTIFIER_PUBLIC_BASE_URL", f"http://localhost:{web_port}")
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     commands = {
@@ -272,27 +324,44 @@ def dev(demo: bool, flower: bool, flower_port: int, concurrency: int, once: bool
     }
     if flower:
         commands["flower"] = ["flower", f"--port={flower_port}"]
+    argvs = {
+        name: [sys.executable, "-m", "celery", "-A", "worker", *args]
+        for name, args in commands.items()
+    }
+    envs = dict.fromkeys(argvs, env)
+    if web:
+        argvs["web"] = [sys.executable, "-m", "notifier.cli", "web", "--port", str(web_port)]
+        # The outbox page shows every tenant's messages: only this local stack serves it.
+        envs["web"] = {**env, "NOTIFIER_OUTBOX_PAGE": "1"}
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    for name, args in commands.items():
+    for name, argv in argvs.items():
         log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 (lives as long as the child)
         procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker", *args],
-            env=env,
+            argv,
+            env=envs[name],
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
         click.echo(f"started {name} (pid {procs[name].pid}), log: {logs / (name + '.log')}")
     if flower:
         click.echo(f"Flower:   http://localhost:{flower_port}")
+    if web:
+        click.echo(f"Web:      http://127.0.0.1:{web_port}  (outbox: /outbox, API: /docs)")
     try:
         if demo:
             _seed_and_fire(120.0)
             click.echo("\nWhere to look:")
             click.echo("  notifier outbox --tenant kyo-demo       messages the outbox stored")
+            if web:
+                outbox_url = f"http://127.0.0.1:{web_port}/outbox"
+                click.echo(f"  {outbox_url:<40}the same, as people see them")
             click.echo("  notifier status <eventId> --json        one event's deliveries")
             click.echo(f"  {logs}/worker.log                 the worker's JSON log")
         if not once:
             click.echo("\nRunning; Ctrl-C to stop.")
+            # Blocked first, so a SIGTERM is received here (and the children are stopped
+            # below) instead of killing this process and orphaning them.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
         for proc in procs.values():
@@ -305,6 +374,195 @@ def dev(demo: bool, flower: bool, flower_port: int, concurrency: int, once: bool
         if started_redis:
             stop_redis(Path(settings.home))
         click.echo("stopped")
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["expiry", "reminders"]))
+@click.option(
+    "--now",
+    "moment",
+    metavar="ISO",
+    help="Scan as if it were this time (ISO 8601 with an offset); default: the current time.",
+)
+def scan(kind: str, moment: str | None) -> None:
+    """Run a Beat scan once, here: membership-expiry or class reminders.
+
+    Publishes the reminders due (a worker delivers them) and prints the counts. Safe to run
+    any time: a reminder already published is a duplicate, never sent twice.
+    """
+    import worker  # noqa: F401  (configures the Celery app the plan task is sent with)
+    from notifier.scans import parse_moment, scan_course_reminders, scan_membership_expiry
+    from tasks.scheduled import run_scan
+
+    try:
+        now = parse_moment(moment)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--now") from exc
+    scanner = scan_membership_expiry if kind == "expiry" else scan_course_reminders
+    _echo_json(run_scan(scanner, now))
+
+
+@main.group()
+def ingest() -> None:
+    """Take events from AWS: SQS queues fed directly, through SNS, or by EventBridge."""
+
+
+@ingest.command("sqs")
+@click.argument("queue_url")
+@click.option(
+    "--wait-seconds",
+    type=click.IntRange(0, 20),
+    default=None,
+    help="Long-poll wait of each receive (default NOTIFIER_INGEST_WAIT_SECONDS, else 20); "
+    "a stop request waits at most this long.",
+)
+@click.option(
+    "--max-batches",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after this many receives (default: run until stopped).",
+)
+def ingest_sqs(queue_url: str, wait_seconds: int | None, max_batches: int | None) -> None:
+    """Consume events from the SQS queue QUEUE_URL until SIGTERM or Ctrl-C.
+
+    A message body is an event (the wire shape), an SNS notification around one, or an
+    EventBridge event (mapped by config/ingest_mapping.py). A message is deleted once its
+    event is stored; an unreadable or invalid one becomes a dead letter (`notifier dlq
+    list`) and is deleted; while the database is down messages stay in the queue. On
+    SIGTERM/SIGINT the batch in hand is finished, then the counts are printed as JSON.
+    """
+    import threading
+
+    from notifier.ingest import IngestConfigError, consume
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, request_stop)
+    click.echo(f"consuming {queue_url}; SIGTERM or Ctrl-C stops after the current batch", err=True)
+    try:
+        stats = consume(queue_url, stop=stop, max_batches=max_batches, wait_seconds=wait_seconds)
+    except IngestConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _echo_json(stats.as_dict())
+
+
+def _percent(rate: float) -> str:
+    return f"{rate * 100:.1f}%"
+
+
+def _print_report(doc: dict[str, Any]) -> None:
+    click.echo(
+        f"tenant {doc['tenantId']}: {doc['from']} .. {doc['to']} ({doc['timezone']}, "
+        f"{doc['days']} days)"
+    )
+    click.echo(
+        f"sent {doc['totalSent']}  failed {doc['totalFailed']} "
+        f"({_percent(doc['failureRate'])})  clicked {doc['totalClicked']} "
+        f"(click rate {_percent(doc['clickRate'])})"
+    )
+    click.echo(f"\n{'date':<12}{'sent':>8}{'clicked':>9}")
+    for day in doc["dailyBreakdown"]:
+        click.echo(f"{day['date']:<12}{day['sent']:>8}{day['clicked']:>9}")
+    for title, rows in (("channel", doc["byChannel"]), ("event type", doc["byEventType"])):
+        click.echo(f"\n{title:<30}{'sent':>8}{'failed':>8}{'failure':>9}{'clicked':>9}")
+        for name, counts in rows.items():
+            click.echo(
+                f"{name:<30}{counts['sent']:>8}{counts['failed']:>8}"
+                f"{_percent(counts['failureRate']):>9}{counts['clicked']:>9}"
+            )
+
+
+@main.command("report")
+@click.option("--tenant", required=True, help="The tenant to report on.")
+@click.option(
+    "--days",
+    type=click.IntRange(1, 366),
+    default=30,
+    show_default=True,
+    help="The tenant's last N local days, today included.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def report_cmd(tenant: str, days: int, as_json: bool) -> None:
+    """A tenant's notifications: sent, failed and clicked, click and failure rates, per day
+    (in the tenant's timezone), per channel and per event type. Exit code 1 for an unknown
+    tenant."""
+    from notifier.report import UnknownTenant, report
+
+    try:
+        doc = report(tenant, days)
+    except UnknownTenant as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    if as_json:
+        _echo_json(doc)
+    else:
+        _print_report(doc)
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: deliveries that failed for good, and ingested messages that could not
+    be read or were rejected."""
+
+
+@dlq.command("list")
+@click.option("--tenant", help="Only this tenant's dead letters.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--pending", is_flag=True, help="Only the dead letters not replayed yet.")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def dlq_list(tenant: str | None, limit: int, pending: bool, as_json: bool) -> None:
+    """List the newest dead letters (an ingested message's body is never printed)."""
+    from notifier.dlq import list_dead_letters
+
+    rows = list_dead_letters(tenant, limit, include_replayed=not pending)
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        state = f"replayed {row['replayedAt'][:19]}" if row["replayedAt"] else "pending"
+        payload = row["payload"]
+        what = (
+            f"message {payload['messageId']} ({payload['bodyBytes']} bytes)"
+            if row["kind"] == "ingest"
+            else f"delivery {row['deliveryId']} {payload['channel']} {payload['eventType']}"
+        )
+        click.echo(
+            f"#{row['id']:<6} {row['kind']:<9} {row['tenantId'] or '-':<16} "
+            f"{(row['createdAt'] or '')[:19]}  {state:<28} {what}"
+        )
+        click.echo(f"        {row['error'][:200]}")
+
+
+@dlq.command("replay")
+@click.option("--id", "ids", type=int, multiple=True, help="A dead letter's id (repeatable).")
+@click.option("--all", "replay_all", is_flag=True, help="Every dead letter not replayed yet.")
+@click.option("--tenant", help="Only this tenant's dead letters.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def dlq_replay(ids: tuple[int, ...], replay_all: bool, tenant: str | None, as_json: bool) -> None:
+    """Replay dead letters: a failed delivery is queued and sent again (needs a running
+    worker); an ingested message goes through parsing and accept again. Replaying twice
+    does nothing the second time. Exit code 1 when a replay failed."""
+    from notifier.dlq import replay
+
+    if bool(ids) == replay_all:
+        raise click.UsageError("give --id N (repeatable) or --all")
+    result = replay(list(ids) if ids else None, all=replay_all, tenant=tenant)
+    if as_json:
+        _echo_json(result.as_dict())
+    else:
+        for dead_letter_id in result.replayed:
+            click.echo(f"replayed #{dead_letter_id}")
+        for dead_letter_id, why in result.skipped.items():
+            click.echo(f"skipped  #{dead_letter_id}: {why}")
+        for dead_letter_id, why in result.failed.items():
+            click.echo(f"failed   #{dead_letter_id}: {why}")
+        if not (result.replayed or result.skipped or result.failed):
+            click.echo("nothing to replay")
+    sys.exit(1 if result.failed else 0)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,14 @@ from notifier.models import (
     utcnow,
 )
 from notifier.rendering import TemplateProblem, brand, render
-from notifier.sending import address_for, build_message, jsonable, load_context, rate_limit
+from notifier.sending import (
+    address_for,
+    alarm_for_failure,
+    build_message,
+    jsonable,
+    load_context,
+    rate_limit,
+)
 
 log = logging.getLogger("notifier.digest")
 DIGEST_TYPE = "digest"
@@ -343,6 +350,7 @@ def _record(
             },
         )
     )
+    alarm_for_failure(result, digest.tenant_id, digest.channel, reason)
     log.warning("digest failed", extra={**log_context, "error": reason})
     return DigestOutcome("failed")
 

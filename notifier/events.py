@@ -236,8 +236,38 @@ def parse_json(text: str | bytes) -> Any:
         raise InvalidEvent([{"field": "event", "message": f"malformed JSON: {exc}"}]) from exc
 
 
+MAX_DEPTH = 32
+
+
 def payload_size(raw: Any) -> int:
     return len(json.dumps(raw, separators=(",", ":"), default=str).encode())
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest, without recursion (the input is untrusted)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                break
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def storage_problem(raw: Any) -> str | None:
+    """Why this JSON cannot be validated or stored as it is, or None."""
+    if _depth(raw) > MAX_DEPTH:
+        return f"nested more than {MAX_DEPTH} levels deep"
+    try:
+        text = json.dumps(raw, separators=(",", ":"), default=str)
+    except (TypeError, ValueError) as exc:
+        return f"not serialisable as JSON: {exc}"
+    if "\\u0000" in text:  # PostgreSQL cannot store NUL in text or JSON
+        return "contains a NUL character (\\u0000)"
+    return None
 
 
 def validate_event(raw: Any, max_bytes: int = 256 * 1024) -> ValidEvent:
@@ -248,6 +278,9 @@ def validate_event(raw: Any, max_bytes: int = 256 * 1024) -> ValidEvent:
         raise InvalidEvent(
             [{"field": "event", "message": f"an event is a JSON object, not {type(raw).__name__}"}]
         )
+    problem = storage_problem(raw)
+    if problem:
+        raise InvalidEvent([{"field": "event", "message": problem}])
     size = payload_size(raw)
     if size > max_bytes:
         raise InvalidEvent(

@@ -224,6 +224,8 @@ class Delivery(Base):
         Index("ix_deliveries_tenant_created", "tenant_id", "created_at"),
         Index("ix_deliveries_recipient", "tenant_id", "recipient"),
         Index("ix_deliveries_digest", "digest_id"),
+        # SES bounce and complaint notifications find their delivery by the SES MessageId.
+        Index("ix_deliveries_provider_message_id", "provider_message_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import reprlib
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +28,17 @@ from notifier.directory import (
     recipients_query,
     suppressed_channels,
 )
-from notifier.events import InvalidEvent, ValidEvent, canonical_id, payload_size, validate_event
+from notifier.events import (
+    InvalidEvent,
+    ValidEvent,
+    canonical_id,
+    payload_size,
+    storage_problem,
+    validate_event,
+)
 from notifier.models import Delivery, DeliveryStatus, Event, EventStatus, Tenant, User, utcnow
 from notifier.selection import select_channels
+from notifier.sending import not_waiting
 
 log = logging.getLogger("notifier.pipeline")
 
@@ -78,23 +87,32 @@ def check_event(raw: Any) -> ValidEvent:
     return event
 
 
+# Excerpts of rejected input: bounded in depth and length whatever the input is.
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel, _EXCERPT.maxstring, _EXCERPT.maxother = 6, 500, 200
+_EXCERPT.maxlist = _EXCERPT.maxdict = 30
+
+
+def _excerpt(raw: Any) -> str:
+    return _EXCERPT.repr(raw)[:2000]  # repr escapes NUL and control characters
+
+
+def _clean(text: str, limit: int) -> str:
+    return text.replace("\x00", "")[:limit]
+
+
 def _rejected_identity(raw: Any) -> tuple[str, str, str]:
-    if isinstance(raw, dict):
-        event_id = raw.get("eventId")
-        tenant_id = raw.get("tenantId")
-        event_type = raw.get("eventType")
-        ident = event_id if isinstance(event_id, str) and 0 < len(event_id) <= 200 else None
-        if ident is None:
-            try:
-                ident = canonical_id(raw)
-            except (TypeError, ValueError):
-                ident = None
-        return (
-            ident or _digest(repr(raw)),
-            tenant_id if isinstance(tenant_id, str) and len(tenant_id) <= 128 else "",
-            event_type[:100] if isinstance(event_type, str) else "",
-        )
-    return _digest(repr(raw)[:100_000]), "", ""
+    if not isinstance(raw, dict):
+        return _digest(_excerpt(raw)), "", ""
+    event_id, tenant_id, event_type = raw.get("eventId"), raw.get("tenantId"), raw.get("eventType")
+    ident = _clean(event_id, 200) if isinstance(event_id, str) and 0 < len(event_id) <= 200 else ""
+    if not ident and storage_problem(raw) is None:
+        ident = canonical_id(raw)
+    return (
+        ident or _digest(_excerpt(raw)),
+        _clean(tenant_id, 128) if isinstance(tenant_id, str) else "",
+        _clean(event_type, 100) if isinstance(event_type, str) else "",
+    )
 
 
 def _digest(text: str) -> str:
@@ -103,16 +121,13 @@ def _digest(text: str) -> str:
 
 def _reject(raw: Any, errors: list[dict[str, str]]) -> Accepted:
     event_id, tenant_id, event_type = _rejected_identity(raw)
-    max_bytes = get_settings().max_payload_bytes
-    try:
-        size = payload_size(raw)
-        stored = (
-            raw
-            if isinstance(raw, dict) and size <= max_bytes
-            else {"excerpt": repr(raw)[:2000], "size": size}
-        )
-    except (TypeError, ValueError):
-        stored = {"excerpt": repr(raw)[:2000]}
+    storable = (
+        isinstance(raw, dict)
+        and storage_problem(raw) is None
+        and payload_size(raw) <= get_settings().max_payload_bytes
+    )
+    stored = raw if storable else {"excerpt": _excerpt(raw)}
+    errors = [{k: _clean(str(v), 2000) for k, v in error.items()} for error in errors]
     with session_scope() as session:
         insert_ignore(
             session,
@@ -401,6 +416,7 @@ def requeue_stalled(
                     | (
                         (Delivery.status == DeliveryStatus.QUEUED)
                         & (Delivery.updated_at < stale_queue)
+                        & not_waiting(stale_claim)  # a Retry-After wait is not a stall
                     )
                 )
                 .order_by(Delivery.id)

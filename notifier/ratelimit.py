@@ -33,7 +33,8 @@ return tostring(wait)
 
 
 @lru_cache(maxsize=1)
-def _client() -> redis.Redis:
+def redis_client() -> redis.Redis:
+    """The Redis the workers share for rate limits, alarm windows and export markers."""
     settings = get_settings()
     url = settings.broker_url if settings.broker_url.startswith("redis") else ""
     if not url:
@@ -49,7 +50,7 @@ def take(bucket: str, rate_per_sec: float, tokens: int = 1, burst: float | None 
     if rate_per_sec <= 0:
         return 0.0
     capacity = burst if burst is not None else max(rate_per_sec, float(tokens))
-    wait = _client().eval(
+    wait = redis_client().eval(
         _TAKE, 1, f"notifier:rate:{bucket}", rate_per_sec, capacity, time.time(), tokens
     )
     return float(wait)

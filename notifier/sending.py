@@ -2,8 +2,9 @@
 
 A delivery is claimed atomically (queued -> sending) before anything is sent, so a
 redelivered task skips what another run already sent; a claim left by a killed worker is
-taken over once it is older than the stale-claim timeout. Outcomes are committed one by
-one, as they arrive, so a crash loses at most the message in flight.
+taken over once it is older than the stale-claim timeout; a run renews its claim on each
+batch just before sending it, and skips what was taken over. Outcomes are committed per
+provider call (one message, or one multicast), so a crash loses at most the call in flight.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from channels.base import (
@@ -29,6 +30,7 @@ from channels.registry import get_channel
 from config.routing import ROUTES
 from config.settings import get_settings
 from notifier import ratelimit
+from notifier.alarms import raise_alarm
 from notifier.channel_state import turn_off, unavailable_channels
 from notifier.db import session_scope
 from notifier.dbutil import insert_ignore
@@ -72,6 +74,18 @@ class ChunkContext:
         return self.users.get((delivery.tenant_id, delivery.recipient))
 
 
+def not_waiting(now: dt.datetime) -> ColumnElement[bool]:
+    """A queued delivery may go now unless a provider asked to wait (Retry-After): then
+    not_before lies after the row's last update, and before it no run may send it, not
+    even a second task the stalled-work sweep dispatched for it. (A released quiet-hours
+    deferral has its not_before at or before the release, the row's last update.)"""
+    return or_(
+        Delivery.not_before.is_(None),
+        Delivery.not_before <= Delivery.updated_at,
+        Delivery.not_before <= now,
+    )
+
+
 def claim(session: Session, channel: str, ids: list[int], now: dt.datetime) -> list[Delivery]:
     stale = now - dt.timedelta(seconds=get_settings().stale_claim_seconds)
     claimed_ids = (
@@ -81,7 +95,7 @@ def claim(session: Session, channel: str, ids: list[int], now: dt.datetime) -> l
                 Delivery.id.in_(ids),
                 Delivery.channel == channel,
                 or_(
-                    Delivery.status == DeliveryStatus.QUEUED,
+                    (Delivery.status == DeliveryStatus.QUEUED) & not_waiting(now),
                     (Delivery.status == DeliveryStatus.SENDING) & (Delivery.claimed_at < stale),
                 ),
             )
@@ -253,13 +267,43 @@ def send_chunk(
             except TemplateProblem as exc:
                 error = PermanentChannelError(str(exc), channel=channel, delivery_id=delivery.id)
                 _record(session, delivery, ctx, error, final_attempt, outcome, now)
+                session.commit()
         batch_size = max(1, int(getattr(backend, "batch_size", 1)))
         for start in range(0, len(ready), batch_size):
-            batch = ready[start : start + batch_size]
+            batch = _renew_claims(session, ready[start : start + batch_size], now)
+            if not batch:
+                continue
             results = _send(backend, batch, batch_size)
             for (sent_delivery, _), result in zip(batch, results, strict=True):
                 _record(session, sent_delivery, ctx, result, final_attempt, outcome, now)
+            # One transaction per provider call: a crash never leaves part of a multicast
+            # recorded, so a re-send carries the same members and the same retry key.
+            session.commit()
     return outcome
+
+
+def _renew_claims(
+    session: Session, batch: list[tuple[Delivery, Message]], claimed_at: dt.datetime
+) -> list[tuple[Delivery, Message]]:
+    """Refresh the claim of the batch about to be sent and keep only the rows this run
+    still holds. A chunk that outlasts the stale-claim timeout (a slow provider, a long
+    chunk) must not send rows that another worker has meanwhile taken over and sent."""
+    renewed_at = max(claimed_at, utcnow())
+    held = set(
+        session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id.in_([delivery.id for delivery, _ in batch]),
+                Delivery.status == DeliveryStatus.SENDING,
+                Delivery.claimed_at == claimed_at,
+            )
+            .values(claimed_at=renewed_at)
+            .returning(Delivery.id)
+            .execution_options(synchronize_session=False)
+        ).scalars()
+    )
+    session.commit()
+    return [(delivery, message) for delivery, message in batch if delivery.id in held]
 
 
 def _send(
@@ -309,13 +353,14 @@ def _record(
                 provider_message_id=result.provider_message_id,
                 raw_response=jsonable(result.raw_response),
             )
+            # Nothing reads the in-session rows after this; evaluating the criteria against
+            # every object in the session made a chunk of n rows cost O(n^2).
+            .execution_options(synchronize_session=False)
         )
         outcome.sent += 1
-        session.commit()
         log.info("delivery sent", extra=log_context)
         return
     _record_failure(session, delivery, ctx, result, final_attempt, outcome, now)
-    session.commit()
     log.warning("delivery not sent", extra={**log_context, "error": result.describe()})
 
 
@@ -328,11 +373,19 @@ def _record_failure(
     outcome: ChunkOutcome,
     now: dt.datetime,
 ) -> None:
+    # The budget is the row's own attempts too: a task the stalled-work sweep dispatched
+    # again starts its retry count afresh, the delivery does not.
+    final_attempt = final_attempt or delivery.attempts > get_settings().send_max_retries
     if isinstance(error, TransientChannelError) and not final_attempt:
+        waiting: dict[str, Any] = {}
+        if error.retry_after:
+            waiting["not_before"] = utcnow() + dt.timedelta(seconds=error.retry_after)
         session.execute(
             update(Delivery)
             .where(Delivery.id == delivery.id)
-            .values(status=DeliveryStatus.QUEUED, reason=error.describe(), updated_at=now)
+            .values(
+                status=DeliveryStatus.QUEUED, reason=error.describe(), updated_at=now, **waiting
+            )
         )
         outcome.retry_ids.append(delivery.id)
         if error.retry_after is not None:
@@ -373,6 +426,7 @@ def _record_failure(
     if isinstance(error, PermanentChannelError) and (error.disable_channel or error.park_seconds):
         until = now + dt.timedelta(seconds=error.park_seconds) if error.park_seconds else None
         turn_off(session, delivery.tenant_id, delivery.channel, error.describe(), until)
+    alarm_for_failure(error, delivery.tenant_id, delivery.channel, reason)
     session.add(
         DeadLetter(
             tenant_id=delivery.tenant_id,
@@ -439,6 +493,38 @@ def _fall_back(
         )
         if new_id is not None:
             outcome.fallbacks.append((channel, [new_id]))
+
+
+def alarm_for_failure(error: NotifierError, tenant_id: str, channel: str, reason: str) -> None:
+    """One alarm per kind, tenant and channel per alarm window, however many fail."""
+    details = {"reason": reason[:300]}
+    if isinstance(error, PermanentChannelError) and error.disable_channel:
+        raise_alarm(
+            "CRITICAL",
+            f"{channel} disabled for tenant {tenant_id}",
+            key=f"channel_disabled:{tenant_id}:{channel}",
+            tenant_id=tenant_id,
+            channel=channel,
+            details=details,
+        )
+    elif isinstance(error, PermanentChannelError) and error.park_seconds:
+        raise_alarm(
+            "ERROR",
+            f"{channel} quota reached for tenant {tenant_id}",
+            key=f"quota:{tenant_id}:{channel}",
+            tenant_id=tenant_id,
+            channel=channel,
+            details=details,
+        )
+    else:
+        raise_alarm(
+            "WARNING",
+            f"{channel} deliveries dead-lettered for tenant {tenant_id}",
+            key=f"dead_letter:{tenant_id}:{channel}",
+            tenant_id=tenant_id,
+            channel=channel,
+            details=details,
+        )
 
 
 def jsonable(value: Any) -> Any:

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from config.settings import get_settings
 
@@ -55,3 +56,27 @@ def verify(token: str, purpose: str) -> dict[str, Any]:
 def unsubscribe_url(tenant_id: str, user_id: str, channel: str) -> str:
     token = sign({"t": tenant_id, "u": user_id, "c": channel}, "unsubscribe")
     return f"{get_settings().public_base_url}/u/{token}"
+
+
+def is_web_url(url: str) -> bool:
+    """An absolute http(s) URL without control characters: the only links we redirect to."""
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. a malformed IPv6 host
+        return False
+
+
+def tracked_url(url: str, delivery_id: int, tenant_id: str, channel: str, event_type: str) -> str:
+    """A signed link to GET /c/<token>, which records the click and redirects to `url`.
+
+    The target lives only inside the signed token, so the endpoint cannot be turned into
+    an open redirect."""
+    if not is_web_url(url):
+        raise ValueError("only absolute http(s) links can be tracked")
+    token = sign(
+        {"u": url, "d": delivery_id, "t": tenant_id, "c": channel, "e": event_type}, "click"
+    )
+    return f"{get_settings().public_base_url}/c/{token}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task, shared_task
+from celery.result import AsyncResult
+from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy.exc import OperationalError
 
 from notifier.pipeline import accept, plan
@@ -21,7 +23,31 @@ DB_RETRY: dict[str, Any] = {
 }
 
 
-@shared_task(name="notifier.notify", bind=True, acks_late=True, ignore_result=False, **DB_RETRY)
+class NotifyTask(Task):
+    """notify.delay() on a broker that is down raises kombu's OperationalError, as any
+    publish does. (Celery's Redis result backend subscribes to the result before it
+    publishes; when Redis is down at a process's first call it raises a RuntimeError
+    saying the application "must be restarted", which is neither clear nor true.)"""
+
+    def apply_async(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        try:
+            return super().apply_async(*args, **kwargs)
+        except RuntimeError as exc:
+            lost = getattr(self.backend, "connection_errors", ())
+            if lost and isinstance(exc.__cause__, lost):
+                reason = f"the result store is unreachable: {exc.__cause__}"
+                raise BrokerUnreachable(reason) from exc
+            raise
+
+
+@shared_task(
+    name="notifier.notify",
+    base=NotifyTask,
+    bind=True,
+    acks_late=True,
+    ignore_result=False,
+    **DB_RETRY,
+)
 def notify(self: Task, event: Any) -> dict[str, Any]:
     """Accept one event (validated here, in the worker) and start its deliveries."""
     accepted = accept(event)

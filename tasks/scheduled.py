@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
+
 from celery import Task, shared_task
 
-from notifier.pipeline import release_deferred, requeue_stalled
+from notifier.models import utcnow
+from notifier.pipeline import release_deferred, requeue_stalled, unplanned_events
+from notifier.report import export_all
+from notifier.retention import cleanup
+from notifier.scans import ScanResult, parse_moment, scan_course_reminders, scan_membership_expiry
+from tasks.pipeline import plan_event
 from tasks.send import dispatch
 
 
@@ -18,7 +26,43 @@ def release_deferred_task(self: Task) -> int:
 
 @shared_task(name="notifier.requeue_stalled", bind=True, acks_late=True)
 def requeue_stalled_task(self: Task) -> int:
-    """Re-send deliveries left behind by a lost task (the claim keeps it exactly once)."""
+    """Re-plan events and re-send deliveries left behind by a lost task (planning is
+    idempotent and the delivery claim keeps each send exactly once)."""
+    events = unplanned_events()
+    for event_pk in events:
+        plan_event.delay(event_pk)
     chunks = requeue_stalled()
     dispatch(chunks)
-    return sum(len(ids) for _, ids in chunks)
+    return len(events) + sum(len(ids) for _, ids in chunks)
+
+
+def run_scan(scan: Callable[[dt.datetime], ScanResult], now: dt.datetime) -> dict[str, int]:
+    """Run a scan and enqueue the planning of every reminder it published."""
+    result = scan(now)
+    for event_pk in result.event_pks:
+        plan_event.delay(event_pk)
+    return result.counts()
+
+
+@shared_task(name="notifier.scan_membership_expiry", bind=True, acks_late=True)
+def scan_membership_expiry_task(self: Task, now: str | None = None) -> dict[str, int]:
+    """Publish the membership-expiry reminders due now (or at `now`, an ISO time)."""
+    return run_scan(scan_membership_expiry, parse_moment(now))
+
+
+@shared_task(name="notifier.scan_course_reminders", bind=True, acks_late=True)
+def scan_course_reminders_task(self: Task, now: str | None = None) -> dict[str, int]:
+    """Publish the class reminders due now (or at `now`, an ISO time)."""
+    return run_scan(scan_course_reminders, parse_moment(now))
+
+
+@shared_task(name="notifier.cleanup", bind=True, acks_late=True)
+def cleanup_task(self: Task) -> dict[str, int]:
+    """Delete the rows older than the retention period, in batches."""
+    return cleanup(utcnow())
+
+
+@shared_task(name="notifier.export_cloudwatch", bind=True, acks_late=True)
+def export_cloudwatch_task(self: Task) -> int:
+    """Put each tenant's closed days into CloudWatch (off unless NOTIFIER_CLOUDWATCH_ENABLED)."""
+    return export_all()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -126,6 +127,13 @@ def test_every_command_has_help() -> None:
         ["db", "upgrade"],
         ["demo"],
         ["outbox"],
+        ["web"],
+        ["tenant", "api-key"],
+        ["scan", "expiry"],
+        ["ingest", "sqs"],
+        ["report"],
+        ["dlq", "list"],
+        ["dlq", "replay"],
     ):
         result = cli(*command, "--help")
         assert result.returncode == 0 and "Usage:" in result.stdout, command
@@ -138,7 +146,10 @@ def test_dev_runs_the_demo_on_embedded_defaults(tmp_path: Path) -> None:
         if k not in ("REDIS_URL", "CELERY_BROKER_URL", "DATABASE_URL")
     }
     env["NOTIFIER_HOME"] = str(tmp_path / "home")
-    result = cli("dev", "--once", "--no-flower", env=env, timeout=300)
+    with socket.socket() as sock:  # a free port for the web app, whatever else runs here
+        sock.bind(("127.0.0.1", 0))
+        web_port = str(sock.getsockname()[1])
+    result = cli("dev", "--once", "--no-flower", "--web-port", web_port, env=env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "(embedded)" in out and "sqlite:///" in out

@@ -315,11 +315,12 @@ def test_publish_error_rows(
 
 def test_timeout_is_transient(scripted: ScriptedSnsServer, monkeypatch) -> None:
     monkeypatch.setattr(SnsTopicChannel, "read_timeout", 0.3)
-    scripted.script("Publish", 200, "<PublishResponse/>", delay=1.0)
+    scripted.script("Publish", 200, "<PublishResponse/>", delay=6.0)
     started = time.monotonic()
     with pytest.raises(TransientChannelError) as info:
         SnsTopicChannel().send(topic_message())
-    assert time.monotonic() - started < 0.9
+    # gave up at the read timeout, long before the peer answers (the machine may be busy)
+    assert time.monotonic() - started < 4.0
     assert info.value.status_code is None
     assert len(scripted.received("Publish")) == 1
 

@@ -75,6 +75,13 @@ def test_same_event_twice_creates_one_set_of_deliveries() -> None:
     assert count(Event) == 1
 
 
+def _nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 BAD_EVENTS: list[tuple[str, Any, str]] = [
     ("malformed JSON", '{"eventType": "member.registered", "tenantId": ', "malformed JSON"),
     ("not an object", [1, 2, 3], "JSON object"),
@@ -94,6 +101,16 @@ BAD_EVENTS: list[tuple[str, Any, str]] = [
             },
         ),
         "valid",
+    ),
+    (
+        "NUL character",
+        event("member.registered", data={"memberName": "Amy\x00"}, eventId="nul\x00id"),
+        "NUL character",
+    ),
+    (
+        "deep nesting",
+        event("member.registered", data={"memberName": "A", "x": _nested(200)}),
+        "nested more than 32 levels",
     ),
     (
         "1 MB payload",
@@ -315,10 +332,17 @@ def test_permanent_address_failure_writes_a_suppression(scripted: Any) -> None:
 
 @pytest.mark.parametrize("outcome", ["disable", "park"])
 def test_a_disabled_or_parked_channel_falls_back_and_is_skipped_next_time(
-    scripted: Any, outcome: str
+    scripted: Any, outcome: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import notifier.sending
     from notifier.models import ChannelState
 
+    alarms: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        notifier.sending,
+        "raise_alarm",
+        lambda severity, title, **kw: alarms.append((severity, kw["key"])),
+    )
     scripted.use("line")
     scripted.channel.reset(outcome)
     prefs = {"priority": {"high": ["line", "sms"], "medium": ["line"]}}
@@ -338,6 +362,12 @@ def test_a_disabled_or_parked_channel_falls_back_and_is_skipped_next_time(
     line = next(r for r in later if r.channel == "line")
     assert line.status == "skipped" and line.reason.startswith(f"channel {state.state}")
     assert len(scripted.channel.calls) == 1
+    expected = (
+        ("CRITICAL", "channel_disabled:gym-a:line")
+        if outcome == "disable"
+        else ("ERROR", "quota:gym-a:line")
+    )
+    assert alarms == [expected]
 
 
 def test_a_channel_without_its_settings_is_not_selected(monkeypatch: pytest.MonkeyPatch) -> None:

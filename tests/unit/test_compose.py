@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_compose_has_the_production_services() -> None:
     doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = doc["services"]
-    assert set(services) == {"redis", "postgres", "migrate", "worker", "beat", "flower"}
+    assert set(services) == {"redis", "postgres", "migrate", "worker", "beat", "flower", "web"}
+    assert services["web"]["command"][:2] == ["notifier", "web"]
     assert "noeviction" in services["redis"]["command"]
     assert services["migrate"]["command"] == ["notifier", "db", "upgrade"]
     for name, verb in (("worker", "worker"), ("beat", "beat"), ("flower", "flower")):

@@ -139,3 +139,18 @@ def test_canonical_id_is_stable_and_ignores_key_order() -> None:
 
 def test_explicit_event_id_wins() -> None:
     assert validate_event(event("member.registered", eventId="evt-1")).event_id == "evt-1"
+
+
+def test_deep_nesting_is_rejected_without_recursion() -> None:
+    value: object = "x"
+    for _ in range(5000):
+        value = {"a": value}
+    ev = event("member.registered")
+    ev["data"]["junk"] = value
+    with pytest.raises(InvalidEvent, match="nested more than 32 levels"):
+        validate_event(ev)
+
+
+def test_nul_characters_are_rejected() -> None:
+    with pytest.raises(InvalidEvent, match="NUL character"):
+        validate_event(event("member.registered", data={"memberName": "A\x00"}))

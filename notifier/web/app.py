@@ -1,0 +1,100 @@
+"""The web app: `create_app()`, and `app` for `uvicorn notifier.web.app:app`.
+
+Routes: POST /events (tenant API key), POST /webhooks/ses, POST /webhooks/line,
+GET /c/<token> (tracked link), GET|POST /u/<token> (one-click unsubscribe), GET /outbox
+(dev only), GET /metrics, GET /healthz, and the OpenAPI document at /openapi.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+from pydantic.json_schema import models_json_schema
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from config.settings import get_settings
+from notifier.events import Envelope
+from notifier.web import events_api, links, ops, outbox, webhooks
+from notifier.web.sns import Fetcher, SnsVerifier, fetch_url
+
+log = logging.getLogger("notifier.web")
+
+
+def _worker_app() -> Celery:
+    import worker  # imported late: it connects the Celery app to the broker settings
+
+    return worker.app
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The generated document, plus the event schema POST /events refers to (the route
+    reads its body itself, to validate exactly as `notifier.publish` does)."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            _, definitions = models_json_schema(
+                [(Envelope, "validation")],
+                by_alias=True,
+                ref_template="#/components/schemas/{model}",
+            )
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in definitions.get("$defs", {}).items():
+                schemas["Event" if name == "Envelope" else name] = schema
+            schemas["Event"]["title"] = "Event"
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    return build
+
+
+def create_app(
+    *,
+    cert_fetcher: Fetcher = fetch_url,
+    celery_app: Callable[[], Celery] = _worker_app,
+    outbox_page: bool | None = None,
+) -> FastAPI:
+    """`cert_fetcher` GETs SNS certificates and SubscribeURLs; `celery_app` gives the Celery
+    app whose broker /healthz and /metrics look at; `outbox_page` overrides
+    NOTIFIER_OUTBOX_PAGE."""
+    settings = get_settings()
+    app = FastAPI(
+        title="notifier",
+        version="0.1.0",
+        description="Events in, notifications out: the notifier's HTTP API and webhooks.",
+    )
+    app.state.sns_verifier = SnsVerifier(settings.ses_feedback_topic_arns, cert_fetcher)
+    app.state.celery_app = celery_app
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ops.DatabaseCollector(celery_app))
+    app.state.metrics_registry = registry
+    app.include_router(events_api.router)
+    app.include_router(webhooks.router)
+    app.include_router(links.router)
+    app.include_router(ops.router)
+    if settings.outbox_page if outbox_page is None else outbox_page:
+        app.include_router(outbox.router)
+
+    async def database_down(request: Request, exc: Exception) -> JSONResponse:
+        log.error("database unavailable", extra={"error": type(exc).__name__})
+        detail = "the database is unavailable (or not migrated: notifier db upgrade)"
+        return JSONResponse({"detail": detail}, status_code=503)
+
+    for unavailable in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(unavailable, database_down)
+
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+app = create_app()

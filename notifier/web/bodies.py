@@ -1,0 +1,43 @@
+"""Small request helpers shared by the routes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import HTTPException, Request
+from pydantic import BaseModel
+
+
+class Problem(BaseModel):
+    """The body of every error response."""
+
+    detail: str
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 as soon as it passes `limit` bytes (before it is all
+    read into memory)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body is over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """JSON from a request body; 400 with the parser's message when it is not JSON."""
+    if not raw.strip():
+        raise HTTPException(400, "empty request body: expected JSON")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPException(400, f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise HTTPException(400, "malformed JSON: nested too deeply") from exc

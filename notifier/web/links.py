@@ -1,0 +1,157 @@
+"""Links in messages: tracked clicks (GET /c/<token>) and one-click unsubscribe
+(GET/POST /u/<token>, RFC 8058). Both tokens are signed by notifier.signing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy import select
+
+from notifier.db import session_scope
+from notifier.models import Click, Tenant, User
+from notifier.selection import PREFERENCE_KEYS
+from notifier.signing import BadSignature, is_web_url, verify
+from notifier.web.pages import render_page
+
+log = logging.getLogger("notifier.web.links")
+
+router = APIRouter(tags=["links"])
+
+BAD_LINK = 400
+
+
+class BadLink(ValueError):
+    pass
+
+
+def click_target(token: str) -> dict[str, Any]:
+    """The verified click token: its http(s) target and where the link was sent."""
+    try:
+        payload = verify(token, "click")
+    except BadSignature as exc:
+        raise BadLink(str(exc)) from exc
+    url = payload.get("u")
+    if not isinstance(url, str) or not is_web_url(url):
+        raise BadLink("not an http(s) link")
+    if not isinstance(payload.get("t"), str):
+        raise BadLink("no tenant")
+    return payload
+
+
+def record_click(payload: dict[str, Any]) -> None:
+    delivery_id = payload.get("d")
+    with session_scope() as session:
+        session.add(
+            Click(
+                tenant_id=payload["t"],
+                delivery_id=delivery_id if isinstance(delivery_id, int) else None,
+                channel=str(payload.get("c") or "")[:16],
+                event_type=str(payload.get("e") or "")[:100],
+                url=payload["u"],
+            )
+        )
+
+
+@router.get(
+    "/c/{token}",
+    summary="Follow a tracked link",
+    response_class=RedirectResponse,
+    status_code=302,
+    responses={302: {"description": "To the link's target"}, 400: {"description": "Bad link"}},
+)
+def follow_link(token: str) -> Any:
+    try:
+        payload = click_target(token)
+    except BadLink:
+        return render_page("bad_link.html.j2", {}, status_code=BAD_LINK)
+    record_click(payload)
+    log.info(
+        "click",
+        extra={
+            "tenant": payload["t"],
+            "delivery_id": payload.get("d"),
+            "channel": payload.get("c"),
+        },
+    )
+    return RedirectResponse(payload["u"], status_code=302)
+
+
+def unsubscribe_target(token: str) -> tuple[str, str, str]:
+    """(tenant, user, channel) of a verified unsubscribe token."""
+    try:
+        payload = verify(token, "unsubscribe")
+    except BadSignature as exc:
+        raise BadLink(str(exc)) from exc
+    tenant_id, user_id, channel = payload.get("t"), payload.get("u"), payload.get("c")
+    if not (isinstance(tenant_id, str) and isinstance(user_id, str) and channel in PREFERENCE_KEYS):
+        raise BadLink("incomplete token")
+    return tenant_id, user_id, str(channel)
+
+
+def tenant_name(tenant_id: str) -> str:
+    with session_scope() as session:
+        name = session.scalar(select(Tenant.name).where(Tenant.id == tenant_id))
+    return name or tenant_id
+
+
+def unsubscribe(tenant_id: str, user_id: str, channel: str) -> bool:
+    """Opt the user out of the channel (preferences.channels[<key>] = false). Idempotent;
+    False when the user no longer exists."""
+    key = PREFERENCE_KEYS[channel]
+    with session_scope() as session:
+        user = session.scalars(
+            select(User).where(User.tenant_id == tenant_id, User.id == user_id).with_for_update()
+        ).first()
+        if user is None:
+            return False
+        preferences = dict(user.preferences or {})
+        channels = preferences.get("channels")
+        channels = dict(channels) if isinstance(channels, dict) else {}
+        if channels.get(key) is not False:
+            channels[key] = False
+            preferences["channels"] = channels
+            user.preferences = preferences  # a new dict: JSON columns track assignment only
+    log.info("unsubscribed", extra={"tenant": tenant_id, "channel": channel})
+    return True
+
+
+@router.get(
+    "/u/{token}",
+    summary="Unsubscribe confirmation page",
+    response_class=HTMLResponse,
+    responses={400: {"description": "Bad link"}},
+)
+async def unsubscribe_page(token: str) -> HTMLResponse:
+    try:
+        tenant_id, _, channel = unsubscribe_target(token)
+    except BadLink:
+        return render_page("bad_link.html.j2", {}, status_code=BAD_LINK)
+    name = await run_in_threadpool(tenant_name, tenant_id)
+    return render_page(
+        "unsubscribe.html.j2", {"token": token, "tenant": name, "channel": channel, "done": False}
+    )
+
+
+@router.post(
+    "/u/{token}",
+    summary="One-click unsubscribe (RFC 8058)",
+    response_class=HTMLResponse,
+    responses={400: {"description": "Bad link"}},
+)
+async def unsubscribe_now(token: str) -> HTMLResponse:
+    # The signed token is the authorisation; requiring POST (not the body's
+    # "List-Unsubscribe=One-Click", which clients send as urlencoded or multipart) is what
+    # keeps link scanners, which only GET, from unsubscribing anyone.
+    try:
+        tenant_id, user_id, channel = unsubscribe_target(token)
+    except BadLink:
+        return render_page("bad_link.html.j2", {}, status_code=BAD_LINK)
+    await run_in_threadpool(unsubscribe, tenant_id, user_id, channel)
+    name = await run_in_threadpool(tenant_name, tenant_id)
+    return render_page(
+        "unsubscribe.html.j2", {"token": token, "tenant": name, "channel": channel, "done": True}
+    )
