@@ -15,11 +15,9 @@ raw_response or logs (the SDK gets a logger that never writes its DEBUG lines wi
 
 from __future__ import annotations
 
-import datetime as dt
 import http.client
 import logging
 import os
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, cast
 from urllib.error import URLError
 from urllib.parse import urlsplit
@@ -34,6 +32,7 @@ from channels.base import (
     PermanentChannelError,
     Status,
     TransientChannelError,
+    parse_retry_after,
 )
 
 log = logging.getLogger("notifier.channels.slack")
@@ -63,24 +62,6 @@ def clip(text: str, limit: int) -> str:
     if amp != -1 and ";" not in cut[amp:] and len(cut) - amp < 6:
         cut = cut[:amp]
     return cut.rstrip() + ELLIPSIS
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 def _header(headers: Any, name: str) -> str | None:

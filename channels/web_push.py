@@ -32,13 +32,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import hashlib
 import json
 import logging
 import os
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit
@@ -57,6 +55,7 @@ from channels.base import (
     PermanentChannelError,
     Status,
     TransientChannelError,
+    parse_retry_after,
 )
 from notifier import directory
 
@@ -129,24 +128,6 @@ def topic_token(seed: str) -> str:
     """A Topic header value: 32 characters of the URL-safe base64 alphabet (RFC 8030 §5.4)."""
     digest = hashlib.sha256(seed.encode("utf-8")).digest()
     return base64.urlsafe_b64encode(digest[:24]).decode("ascii")
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 @lru_cache(maxsize=4)

@@ -36,13 +36,15 @@ from notifier.models import (
     Suppression,
     utcnow,
 )
-from notifier.rendering import TemplateProblem, brand, render
+from notifier.rendering import TemplateProblem, render
 from notifier.sending import (
     address_for,
     alarm_for_failure,
     build_message,
     jsonable,
     load_context,
+    locales_for,
+    person_context,
     rate_limit,
 )
 
@@ -197,28 +199,12 @@ def build_digest_message(session: Session, digest: Digest, members: list[Deliver
         )
     tenant = ctx.tenants[digest.tenant_id]
     user = ctx.user(members[0])
-    timezone = (user.timezone if user else None) or tenant.timezone or "UTC"
     context = {
         "items": items,
         "count": len(items),
-        "recipient": {
-            "id": digest.recipient,
-            "name": user.name if user else "",
-            "locale": user.locale if user else None,
-            "timezone": timezone,
-        },
-        "tenant": {
-            "id": tenant.id,
-            "name": tenant.name,
-            "locale": tenant.locale,
-            "timezone": tenant.timezone,
-        },
-        "brand": brand({"name": tenant.name, **(tenant.branding or {})}),
-        "links": {"unsubscribe": None},
+        **person_context(digest.recipient, user, tenant, None),
     }
-    rendered = render(
-        DIGEST_TYPE, digest.channel, [user.locale if user else None, tenant.locale], context
-    )
+    rendered = render(DIGEST_TYPE, digest.channel, locales_for(user, tenant), context)
     first = build_message(members[0], ctx)
     return Message(
         delivery_id=members[0].id,

@@ -262,11 +262,15 @@ def storage_problem(raw: Any) -> str | None:
     if _depth(raw) > MAX_DEPTH:
         return f"nested more than {MAX_DEPTH} levels deep"
     try:
-        text = json.dumps(raw, separators=(",", ":"), default=str)
+        text = json.dumps(raw, separators=(",", ":"), default=str, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         return f"not serialisable as JSON: {exc}"
     if "\\u0000" in text:  # PostgreSQL cannot store NUL in text or JSON
         return "contains a NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # JSON text may escape one ("\ud800"); UTF-8 cannot hold it
+        return "contains a lone surrogate (\\ud800-\\udfff): not valid Unicode"
     return None
 
 

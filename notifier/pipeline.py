@@ -98,7 +98,8 @@ def _excerpt(raw: Any) -> str:
 
 
 def _clean(text: str, limit: int) -> str:
-    return text.replace("\x00", "")[:limit]
+    # Neither NUL nor a lone surrogate can be stored (PostgreSQL, UTF-8): dropped, replaced.
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")[:limit]
 
 
 def _rejected_identity(raw: Any) -> tuple[str, str, str]:

@@ -158,13 +158,39 @@ def address_for(channel: str, user: User | None, tenant: Tenant, category: str) 
     }.get(channel)
 
 
+def person_context(
+    recipient: str, user: User | None, tenant: Tenant, unsubscribe: str | None
+) -> dict[str, Any]:
+    """The template variables about who receives a message and from which tenant."""
+    return {
+        "recipient": {
+            "id": recipient,
+            "name": user.name if user else "",
+            "locale": user.locale if user else None,
+            "timezone": (user.timezone if user else None) or tenant.timezone or "UTC",
+        },
+        "tenant": {
+            "id": tenant.id,
+            "name": tenant.name,
+            "locale": tenant.locale,
+            "timezone": tenant.timezone,
+        },
+        "brand": brand({"name": tenant.name, **(tenant.branding or {})}),
+        "links": {"unsubscribe": unsubscribe},
+    }
+
+
+def locales_for(user: User | None, tenant: Tenant) -> list[str | None]:
+    """Template locales to try: the person's, then the tenant's (then the default)."""
+    return [user.locale if user else None, tenant.locale]
+
+
 def build_message(delivery: Delivery, ctx: ChunkContext) -> Message:
     event = ctx.events[delivery.event_pk]
     tenant = ctx.tenants[delivery.tenant_id]
     user = ctx.user(delivery)
     payload = event.payload
     route = ROUTES[event.event_type]
-    timezone = (user.timezone if user else None) or tenant.timezone or "UTC"
     unsubscribe = (
         unsubscribe_url(tenant.id, user.id, delivery.channel)
         if user is not None and delivery.channel == "email"
@@ -179,24 +205,9 @@ def build_message(delivery: Delivery, ctx: ChunkContext) -> Message:
             "timestamp": payload.get("timestamp"),
             "source": payload.get("source"),
         },
-        "recipient": {
-            "id": delivery.recipient,
-            "name": user.name if user else "",
-            "locale": user.locale if user else None,
-            "timezone": timezone,
-        },
-        "tenant": {
-            "id": tenant.id,
-            "name": tenant.name,
-            "locale": tenant.locale,
-            "timezone": tenant.timezone,
-        },
-        "brand": brand({"name": tenant.name, **(tenant.branding or {})}),
-        "links": {"unsubscribe": unsubscribe},
+        **person_context(delivery.recipient, user, tenant, unsubscribe),
     }
-    rendered = render(
-        event.event_type, delivery.channel, [user.locale if user else None, tenant.locale], context
-    )
+    rendered = render(event.event_type, delivery.channel, locales_for(user, tenant), context)
     attributes: dict[str, Any] = {"locale": rendered.locale}
     if "messages.json" in rendered.extra:
         attributes["line_messages"] = rendered.extra["messages.json"]

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task, shared_task
-from sqlalchemy.exc import OperationalError
 
 from config.settings import get_settings
 from notifier.digests import flush, send_digest
-from tasks.send import retry_countdown
+from tasks.send import DB_RETRY, retry_countdown
 
 
 @shared_task(name="notifier.flush_digests", bind=True, acks_late=True)
@@ -24,11 +23,7 @@ def flush_digests(self: Task) -> int:
     name="notifier.send_digest",
     bind=True,
     acks_late=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=20,
+    **DB_RETRY,
 )
 def send_digest_task(self: Task, digest_id: int) -> dict[str, Any]:
     settings = get_settings()

@@ -7,20 +7,10 @@ from typing import Any
 from celery import Task, shared_task
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError as BrokerUnreachable
-from sqlalchemy.exc import OperationalError
 
 from notifier.pipeline import accept, plan
 from tasks.digests import dispatch_digests
-from tasks.send import dispatch
-
-# A database outage is retried with backoff instead of losing the event.
-DB_RETRY: dict[str, Any] = {
-    "autoretry_for": (OperationalError,),
-    "retry_backoff": True,
-    "retry_backoff_max": 300,
-    "retry_jitter": True,
-    "max_retries": 20,
-}
+from tasks.send import DB_RETRY, dispatch
 
 
 class NotifyTask(Task):

@@ -11,6 +11,15 @@ from sqlalchemy.exc import OperationalError
 from config.settings import CHANNELS, get_settings
 from notifier.sending import send_chunk
 
+# A database outage is retried with backoff instead of losing the task's work.
+DB_RETRY: dict[str, Any] = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 20,
+}
+
 
 def retry_countdown(retries: int, retry_after: float | None) -> float:
     """Exponential backoff with full jitter, capped; never sooner than Retry-After."""
@@ -40,11 +49,7 @@ def _send_task(channel: str) -> Any:
         name=f"notifier.send_{channel}",
         bind=True,
         acks_late=True,
-        autoretry_for=(OperationalError,),
-        retry_backoff=True,
-        retry_backoff_max=300,
-        retry_jitter=True,
-        max_retries=20,
+        **DB_RETRY,
     )
     def send(self: Task, delivery_ids: list[int]) -> dict[str, int]:
         return run_send(self, channel, delivery_ids)

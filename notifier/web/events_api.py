@@ -77,7 +77,13 @@ def api_tenant(
 
 def _claimed_event_id(raw: Any) -> str | None:
     event_id = raw.get("eventId") if isinstance(raw, dict) else None
-    return event_id if isinstance(event_id, str) else None
+    if not isinstance(event_id, str):
+        return None
+    try:
+        event_id.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: not echoed, the answer could not hold it
+        return None
+    return event_id
 
 
 def shape_problem(value: Any) -> str | None:
