@@ -30,6 +30,10 @@ test: install browser
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
+# The reliability suite at the issue's full sizes (5,000-person broadcasts, 30 s of 500s).
+reliability: install
+	NOTIFIER_RELIABILITY_FULL=1 $(BIN)/python -m pytest tests/reliability
+
 bench: install
 	$(BIN)/python -m bench
 

@@ -9,6 +9,20 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 
+def _insert(session: Session, model: Any, conflict: Sequence[str]) -> Any:
+    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return module.insert(model.__table__).on_conflict_do_nothing(index_elements=list(conflict))
+
+
+def insert_new(
+    session: Session, model: Any, rows: Sequence[dict[str, Any]], conflict: Sequence[str]
+) -> None:
+    """insert_ignore for a caller that needs no count: without RETURNING the driver sends
+    the rows as one pipelined executemany, several times faster for a broadcast's pages."""
+    if rows:
+        session.execute(_insert(session, model, conflict), list(rows))
+
+
 def insert_ignore(
     session: Session, model: Any, rows: Sequence[dict[str, Any]], conflict: Sequence[str]
 ) -> int:
@@ -20,12 +34,6 @@ def insert_ignore(
     for every call, which made a broadcast's plan several times slower."""
     if not rows:
         return 0
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
     key = list(model.__table__.primary_key.columns)
-    stmt = (
-        module.insert(model.__table__)
-        .on_conflict_do_nothing(index_elements=list(conflict))
-        .returning(*key)
-    )
+    stmt = _insert(session, model, conflict).returning(*key)
     return len(session.execute(stmt, list(rows)).all())

@@ -20,7 +20,7 @@ from config.routing import ROUTES
 from config.settings import CHANNELS, get_settings
 from notifier.channel_state import unavailable_channels
 from notifier.db import session_scope
-from notifier.dbutil import insert_ignore
+from notifier.dbutil import insert_ignore, insert_new
 from notifier.digests import assign_digests
 from notifier.directory import (
     iter_user_pages,
@@ -159,15 +159,21 @@ def accept(raw: Any) -> Accepted:
         event = validate_event(raw, get_settings().max_payload_bytes)
     except InvalidEvent as exc:
         return _reject(raw, exc.errors)
+    # One transaction for the directory check and the insert: a session (and a pooled
+    # connection, pinged on checkout) less for every event.
     with session_scope() as session:
         errors = directory_errors(session, event)
-    if errors:
-        return _reject(raw, errors)
-    return store(event)
+        if not errors:
+            return store(event, session)
+    return _reject(raw, errors)
 
 
-def store(event: ValidEvent) -> Accepted:
-    """Store a valid event once per (tenant, eventId): accepted, or a duplicate."""
+def store(event: ValidEvent, session: Session | None = None) -> Accepted:
+    """Store a valid event once per (tenant, eventId): accepted, or a duplicate. In the
+    caller's session when given (committed by the caller), else in a session of its own."""
+    if session is None:
+        with session_scope() as own:
+            return store(event, own)
     route = ROUTES[event.event_type]
     row = {
         "event_id": event.event_id,
@@ -179,35 +185,34 @@ def store(event: ValidEvent) -> Accepted:
         "payload": event.to_wire(),
         "created_at": utcnow(),
     }
-    with session_scope() as session:
-        if insert_ignore(session, Event, [row], ("tenant_id", "event_id")):
-            pk = session.scalar(
-                select(Event.id).where(
-                    Event.tenant_id == event.tenant_id, Event.event_id == event.event_id
-                )
+    if insert_ignore(session, Event, [row], ("tenant_id", "event_id")):
+        pk = session.scalar(
+            select(Event.id).where(
+                Event.tenant_id == event.tenant_id, Event.event_id == event.event_id
             )
-            log.info(
-                "event accepted",
-                extra={
-                    "event_id": event.event_id,
-                    "tenant": event.tenant_id,
-                    "event_type": event.event_type,
-                },
-            )
-            return Accepted(event.event_id, EventStatus.ACCEPTED, [], pk)
-        # The key is taken. A corrected resend of a rejected event takes the slot over.
-        revived = session.execute(
-            update(Event)
-            .where(
-                Event.tenant_id == event.tenant_id,
-                Event.event_id == event.event_id,
-                Event.status == EventStatus.REJECTED,
-            )
-            .values({k: v for k, v in row.items() if k not in ("event_id", "tenant_id")})
-            .returning(Event.id)
-        ).scalar()
-        if revived is not None:
-            return Accepted(event.event_id, EventStatus.ACCEPTED, [], revived)
+        )
+        log.info(
+            "event accepted",
+            extra={
+                "event_id": event.event_id,
+                "tenant": event.tenant_id,
+                "event_type": event.event_type,
+            },
+        )
+        return Accepted(event.event_id, EventStatus.ACCEPTED, [], pk)
+    # The key is taken. A corrected resend of a rejected event takes the slot over.
+    revived = session.execute(
+        update(Event)
+        .where(
+            Event.tenant_id == event.tenant_id,
+            Event.event_id == event.event_id,
+            Event.status == EventStatus.REJECTED,
+        )
+        .values({k: v for k, v in row.items() if k not in ("event_id", "tenant_id")})
+        .returning(Event.id)
+    ).scalar()
+    if revived is not None:
+        return Accepted(event.event_id, EventStatus.ACCEPTED, [], revived)
     log.info("duplicate event", extra={"event_id": event.event_id, "tenant": event.tenant_id})
     return Accepted(event.event_id, EventStatus.DUPLICATE)
 
@@ -310,7 +315,7 @@ def plan(event_pk: int, now: dt.datetime | None = None) -> Plan:
                     batch=batch,
                 )
             ]
-            insert_ignore(session, Delivery, rows, ("event_pk", "recipient", "channel"))
+            insert_new(session, Delivery, rows, ("event_pk", "recipient", "channel"))
         if route.topic and (narrowed is None or "topic" in narrowed) and "topic" not in unavailable:
             insert_ignore(
                 session,
