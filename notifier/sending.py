@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import ColumnElement, or_, select, update
@@ -47,9 +48,12 @@ from notifier.models import (
 )
 from notifier.rendering import TemplateProblem, brand, render
 from notifier.selection import PERSON_CHANNELS, fallback_channel
-from notifier.signing import unsubscribe_url
+from notifier.signing import track_links, unsubscribe_url
 
 log = logging.getLogger("notifier.send")
+# Channels whose links become signed, click-tracked /c/ links (an SMS keeps its short link:
+# every character counts against the segment budget).
+TRACKED_CHANNELS = ("email", "line", "slack")
 
 
 @dataclass
@@ -205,6 +209,17 @@ def build_message(delivery: Delivery, ctx: ChunkContext) -> Message:
         **person_context(delivery.recipient, user, tenant, unsubscribe),
     }
     rendered = render(event.event_type, delivery.channel, locales_for(user, tenant), context)
+    text, html = rendered.text, rendered.html
+    if delivery.channel in TRACKED_CHANNELS:
+        track = partial(
+            track_links,
+            delivery_id=delivery.id,
+            tenant_id=tenant.id,
+            channel=delivery.channel,
+            event_type=event.event_type,
+        )
+        text = track(text, html=False)
+        html = track(html, html=True) if html else html
     attributes: dict[str, Any] = {"locale": rendered.locale}
     if "messages.json" in rendered.extra:
         attributes["line_messages"] = rendered.extra["messages.json"]
@@ -227,8 +242,8 @@ def build_message(delivery: Delivery, ctx: ChunkContext) -> Message:
         recipient=delivery.recipient,
         address=address_for(delivery.channel, user, tenant, route.category),
         subject=rendered.subject,
-        text=rendered.text,
-        html=rendered.html,
+        text=text,
+        html=html,
         priority=delivery.priority,
         retry_key=delivery.retry_key,
         attributes=attributes,

@@ -10,6 +10,8 @@ import base64
 import hashlib
 import hmac
 import json
+import re
+from html import unescape
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -80,3 +82,25 @@ def tracked_url(url: str, delivery_id: int, tenant_id: str, channel: str, event_
         {"u": url, "d": delivery_id, "t": tenant_id, "c": channel, "e": event_type}, "click"
     )
     return f"{get_settings().public_base_url}/c/{token}"
+
+
+_TEXT_LINK = re.compile(r"https?://[^\s<>\"'\]\)]+")
+_HTML_HREF = re.compile(r'href="(https?://[^"]+)"')
+
+
+def track_links(
+    text: str, *, html: bool, delivery_id: int, tenant_id: str, channel: str, event_type: str
+) -> str:
+    """Every absolute http(s) link of a message made a signed /c/ link; links to this
+    deployment itself (unsubscribe, tracked already) stay as they are. In HTML only hrefs
+    are rewritten, and their entities (&amp;) are decoded before signing."""
+    own = get_settings().public_base_url
+
+    def swap(url: str) -> str:
+        if url.startswith(own) or not is_web_url(url):
+            return url
+        return tracked_url(url, delivery_id, tenant_id, channel, event_type)
+
+    if html:
+        return _HTML_HREF.sub(lambda m: f'href="{swap(unescape(m.group(1)))}"', text)
+    return _TEXT_LINK.sub(lambda m: swap(m.group(0)), text)

@@ -409,3 +409,38 @@ def test_publish_while_the_broker_is_down_stores_the_event_for_later(
     plan_event.delay(pk)  # what the recovery task does once the broker is back
     assert len(wait_settled(expected=3)) == 3
     assert unplanned_events(now=later) == []
+
+
+def test_links_in_messages_are_signed_click_tracked_links() -> None:
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from notifier.models import Click
+    from notifier.signing import verify
+    from notifier.web.app import create_app
+
+    import_document(directory(person("u1", preferences={"priority": {"high": ["line", "email"]}})))
+    ev = event("payment.failed", metadata={"userId": "u1", "channels": ["email", "line"]})
+    retry_url = ev["data"]["retryUrl"]
+    assert retry_url.startswith("http")
+    notify.delay(ev).get(timeout=30)
+    wait_settled(expected=2)
+    with session_scope() as session:
+        stored = {m.channel: m for m in session.scalars(select(OutboxMessage))}
+    html, text = stored["email"].body_html or "", stored["email"].body_text or ""
+    assert (
+        retry_url not in html
+        and retry_url not in text
+        and retry_url not in (stored["line"].body_text or "")
+    )
+    tokens = re.findall(r'href="https?://[^"]+/c/([^"]+)"', html)
+    targets = {verify(t, "click")["u"]: t for t in tokens}
+    assert retry_url in targets  # and the brand's website link, tracked the same way
+    assert "/u/" in html  # the unsubscribe link is ours: not wrapped
+    with TestClient(create_app()) as client:
+        response = client.get(f"/c/{targets[retry_url]}", follow_redirects=False)
+    assert response.status_code == 302 and response.headers["location"] == retry_url
+    with session_scope() as session:
+        [click] = session.scalars(select(Click))
+    assert (click.tenant_id, click.channel, click.url) == (TENANT, "email", retry_url)
