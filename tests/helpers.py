@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -73,3 +75,27 @@ def event(
     }
     ev.update(overrides)
     return ev
+
+
+@contextmanager
+def environment(values: dict[str, str], *, pin_backends: bool = True) -> Iterator[None]:
+    """Environment variables for a block; the cached settings are reloaded on the way in and
+    out. Channel backends are pinned as they are unless told otherwise (AWS credentials
+    would switch them)."""
+    from config.settings import get_settings, reset_settings
+
+    if pin_backends:
+        pinned = {f"NOTIFIER_{ch.upper()}_BACKEND": b for ch, b in get_settings().backends.items()}
+        values = {**pinned, **values}
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    reset_settings()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        reset_settings()

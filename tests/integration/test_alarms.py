@@ -4,21 +4,18 @@ key across workers (the real Redis), never with addresses or bodies."""
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import boto3
 import pytest
 
-from config.settings import get_settings, reset_settings
 from notifier import ratelimit
 from notifier.alarms import AlarmService, raise_alarm
-from tests.helpers import wait_for
+from tests.helpers import environment, wait_for
 from tests.peers.moto import MotoPeer, moto_peer  # noqa: F401  (the session's moto server)
 from tests.peers.slack import SlackWebhook
 
@@ -45,26 +42,6 @@ NEVER_PUBLISHED = (
 def unique_prefix() -> str:
     """Alarm keys of this test only: sessions and tests share the Redis."""
     return f"test-{uuid.uuid4().hex[:8]}-"
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """Environment variables for a block; the cached settings are reloaded on the way in and
-    out. Channel backends are pinned as they are (AWS credentials would switch them)."""
-    pinned = {f"NOTIFIER_{ch.upper()}_BACKEND": b for ch, b in get_settings().backends.items()}
-    values = {**pinned, **values}
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    reset_settings()
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        reset_settings()
 
 
 @pytest.fixture

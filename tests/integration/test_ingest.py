@@ -5,14 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import boto3
 import pytest
 from sqlalchemy import select
 
-from config.settings import get_settings, reset_settings
+from config.settings import get_settings
 from notifier.db import session_scope
 from notifier.directory import import_document
 from notifier.ingest import (
@@ -31,31 +29,13 @@ from notifier.ingest import (
     to_event,
 )
 from notifier.models import DeadLetter, Event
-from tests.helpers import TENANT, directory, event, person, wait_for
+from tests.helpers import TENANT, directory, environment, event, person, wait_for
 from tests.integration.conftest import wait_settled
 from tests.peers.moto import MotoPeer, moto_peer  # noqa: F401  (the session's moto server)
 from tests.peers.slack import SlackWebhook
 
 BIN = Path(sys.executable).parent
 DATABASE_DOWN = "postgresql+psycopg://postgres@127.0.0.1:1/unreachable"
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """Environment variables for a block; the cached settings are reloaded on the way in and
-    out."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    reset_settings()
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        reset_settings()
 
 
 class Queues:
@@ -94,7 +74,7 @@ def aws_environment(peer: MotoPeer) -> dict[str, str]:
 @pytest.fixture
 def queues(moto_peer: MotoPeer, db: None) -> Iterator[Queues]:  # noqa: F811
     moto_peer.reset()
-    with environment(aws_environment(moto_peer)):
+    with environment(aws_environment(moto_peer), pin_backends=False):
         import_document(directory(person("u1")))
         yield Queues(moto_peer)
 
@@ -190,7 +170,7 @@ def test_unreadable_bodies_say_why() -> None:
 def test_mapping_file_extends_the_defaults(tmp_path: Path) -> None:
     mapping = tmp_path / "mapping.json"
     mapping.write_text(json.dumps({"acme.billing": {"Charge Succeeded": "payment.success"}}))
-    with environment({"NOTIFIER_INGEST_MAPPING_FILE": str(mapping)}):
+    with environment({"NOTIFIER_INGEST_MAPPING_FILE": str(mapping)}, pin_backends=False):
         custom = to_event(json.dumps(eventbridge("Charge Succeeded", {}, "acme.billing")))
         default = to_event(json.dumps(eventbridge("File Processed", {}, "kyo.files")))
     assert (custom["eventType"], default["eventType"]) == ("payment.success", "file.processed")
@@ -312,7 +292,10 @@ def test_dead_letters_raise_one_alarm_per_window(queues: Queues) -> None:
     tenant = f"gym-{uuid.uuid4().hex[:8]}"  # an alarm key no other test has used
     for n in range(3):
         queues.send(url, event("payment.success", tenant=tenant, eventId=f"unknown-{n}"))
-    with SlackWebhook() as slack, environment({"NOTIFIER_ALARM_SLACK_WEBHOOK_URL": slack.url()}):
+    with (
+        SlackWebhook() as slack,
+        environment({"NOTIFIER_ALARM_SLACK_WEBHOOK_URL": slack.url()}, pin_backends=False),
+    ):
         stats = consume(url, stop=threading.Event(), max_batches=1, wait_seconds=1)
         assert stats.dead_lettered == 3
         [alarm] = slack.received
@@ -326,7 +309,7 @@ def test_database_down_leaves_the_message_in_the_queue(queues: Queues) -> None:
     url = queues.create(VisibilityTimeout="1")
     queues.send(url, event("payment.success", eventId="while-down"))
 
-    with environment({"DATABASE_URL": DATABASE_DOWN}):
+    with environment({"DATABASE_URL": DATABASE_DOWN}, pin_backends=False):
         down = consume(url, stop=threading.Event(), max_batches=1, wait_seconds=1)
     assert (down.received, down.left_in_queue, down.accepted) == (1, 1, 0)
     assert queues.counts(url) == (0, 1)  # not deleted: in flight until the timeout

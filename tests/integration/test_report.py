@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
-from config.settings import get_settings, reset_settings
+from config.settings import get_settings
 from notifier.db import session_scope
 from notifier.models import Click, Delivery, Event, Tenant, utcnow
 from notifier.report import UnknownTenant, export_all, export_cloudwatch, metric_data, report
+from tests.helpers import environment
 from tests.peers.moto import MotoPeer, moto_peer  # noqa: F401  (the session's moto server)
 
 BIN = Path(sys.executable).parent
@@ -242,26 +241,6 @@ def test_cli_prints_json_and_a_table(seed: Seed) -> None:
 
 
 # -- CloudWatch -------------------------------------------------------------------------
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """Environment variables for a block; the cached settings are reloaded on the way in and
-    out. Channel backends are pinned as they are (AWS credentials would switch them)."""
-    pinned = {f"NOTIFIER_{ch.upper()}_BACKEND": b for ch, b in get_settings().backends.items()}
-    values = {**pinned, **values}
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    reset_settings()
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        reset_settings()
 
 
 @pytest.fixture

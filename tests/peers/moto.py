@@ -40,6 +40,12 @@ class MotoPeer:
     def stop(self) -> None:
         self._server.stop()
 
+    def __enter__(self) -> MotoPeer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def env(self) -> dict[str, str]:
         """The environment that routes boto3 to this server with fake credentials."""
         return {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.url}

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import urllib.parse
@@ -24,52 +23,17 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from moto.server import ThreadedMotoServer
+from tests.peers.moto import MotoPeer
 
 SNS_XMLNS = "http://sns.amazonaws.com/doc/2010-03-31/"
 
 
-class MotoSnsServer:
-    """A running ThreadedMotoServer; use as a context manager or call start()/stop()."""
-
-    def __init__(self) -> None:
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.url = ""
-
-    def start(self) -> MotoSnsServer:
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.url = f"http://{host}:{port}"
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> MotoSnsServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _request(self, method: str, path: str) -> bytes:
-        request = urllib.request.Request(
-            self.url + path, method=method, data=b"" if method == "POST" else None
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            body: bytes = response.read()
-            return body
-
-    def data(self) -> dict[str, Any]:
-        """Everything moto recorded, per service (`data()["sns"]["SMS"]` = sent SMS)."""
-        result: dict[str, Any] = json.loads(self._request("GET", "/moto-api/data.json"))
-        return result
+class MotoSnsServer(MotoPeer):
+    """A running moto server with a shortcut to the SMS it recorded."""
 
     def sms(self) -> list[dict[str, Any]]:
         """Sent SMS as moto records them: {"phone_number", "message", "message_id"}."""
         return list(self.data().get("sns", {}).get("SMS", []))
-
-    def reset(self) -> None:
-        self._request("POST", "/moto-api/reset")
 
 
 # ---------------------------------------------------------------------------------------
