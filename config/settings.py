@@ -61,6 +61,8 @@ class Settings:
     log_level: str
     quiet_hours_policy: str
     send_chunk_size: int
+    send_concurrency: int
+    """Messages of one chunk in flight at once on a per-message channel (threads)."""
     bulk_insert_chunk: int
     max_payload_bytes: int
     send_max_retries: int
@@ -153,6 +155,7 @@ def load_settings() -> Settings:
         log_level=_env("NOTIFIER_LOG_LEVEL", "INFO").upper(),
         quiet_hours_policy=_env("NOTIFIER_QUIET_HOURS_POLICY", "defer").lower(),
         send_chunk_size=_int("NOTIFIER_SEND_CHUNK_SIZE", 100),
+        send_concurrency=max(1, _int("NOTIFIER_SEND_CONCURRENCY", 8)),
         bulk_insert_chunk=_int("NOTIFIER_BULK_INSERT_CHUNK", 2000),
         max_payload_bytes=_int("NOTIFIER_MAX_PAYLOAD_BYTES", 256 * 1024),
         send_max_retries=_int("NOTIFIER_SEND_MAX_RETRIES", 8),

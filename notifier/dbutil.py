@@ -37,3 +37,12 @@ def insert_ignore(
     key = list(model.__table__.primary_key.columns)
     stmt = _insert(session, model, conflict).returning(*key)
     return len(session.execute(stmt, list(rows)).all())
+
+
+def insert_one(
+    session: Session, model: Any, row: dict[str, Any], conflict: Sequence[str]
+) -> Any | None:
+    """INSERT one row ... ON CONFLICT (conflict) DO NOTHING; its primary key when it was
+    new, else None (one round trip: no SELECT after the insert)."""
+    (key,) = model.__table__.primary_key.columns
+    return session.execute(_insert(session, model, conflict).returning(key), [row]).scalar()

@@ -20,7 +20,7 @@ from config.routing import ROUTES
 from config.settings import CHANNELS, get_settings
 from notifier.channel_state import unavailable_channels
 from notifier.db import session_scope
-from notifier.dbutil import insert_ignore, insert_new
+from notifier.dbutil import insert_ignore, insert_new, insert_one
 from notifier.digests import assign_digests
 from notifier.directory import (
     iter_user_pages,
@@ -56,24 +56,29 @@ class Accepted:
 
 def directory_errors(session: Session, event: ValidEvent) -> list[dict[str, str]]:
     """Checks that need the directory: the tenant exists, the addressed user is in it."""
-    if session.get(Tenant, event.tenant_id) is None:
+    addressed = ROUTES[event.event_type].recipients == "event_user"
+    # The tenant and the addressed user in one query.
+    query = select(Tenant.id, User.id).where(Tenant.id == event.tenant_id)
+    query = query.outerjoin(
+        User, (User.tenant_id == Tenant.id) & (User.id == (event.user_id or "")) & addressed
+    )
+    found = session.execute(query).first()
+    if found is None:
         return [{"field": "tenantId", "message": f"unknown tenant {event.tenant_id!r}"}]
-    route = ROUTES[event.event_type]
-    if route.recipients == "event_user":
-        if not event.user_id:
-            return [
-                {
-                    "field": "metadata.userId",
-                    "message": f"required: {event.event_type} is sent to metadata.userId",
-                }
-            ]
-        if session.get(User, (event.tenant_id, event.user_id)) is None:
-            return [
-                {
-                    "field": "metadata.userId",
-                    "message": f"no user {event.user_id!r} in tenant {event.tenant_id!r}",
-                }
-            ]
+    if addressed and not event.user_id:
+        return [
+            {
+                "field": "metadata.userId",
+                "message": f"required: {event.event_type} is sent to metadata.userId",
+            }
+        ]
+    if addressed and found[1] is None:
+        return [
+            {
+                "field": "metadata.userId",
+                "message": f"no user {event.user_id!r} in tenant {event.tenant_id!r}",
+            }
+        ]
     return []
 
 
@@ -159,9 +164,9 @@ def accept(raw: Any) -> Accepted:
         event = validate_event(raw, get_settings().max_payload_bytes)
     except InvalidEvent as exc:
         return _reject(raw, exc.errors)
-    # One transaction for the directory check and the insert: a session (and a pooled
-    # connection, pinged on checkout) less for every event.
-    with session_scope() as session:
+    # One session for the directory check and the insert, no transaction around them: the
+    # insert is atomic and idempotent by itself (a unique key), the check only reads.
+    with session_scope(autocommit=True) as session:
         errors = directory_errors(session, event)
         if not errors:
             return store(event, session)
@@ -172,7 +177,7 @@ def store(event: ValidEvent, session: Session | None = None) -> Accepted:
     """Store a valid event once per (tenant, eventId): accepted, or a duplicate. In the
     caller's session when given (committed by the caller), else in a session of its own."""
     if session is None:
-        with session_scope() as own:
+        with session_scope(autocommit=True) as own:
             return store(event, own)
     route = ROUTES[event.event_type]
     row = {
@@ -185,12 +190,8 @@ def store(event: ValidEvent, session: Session | None = None) -> Accepted:
         "payload": event.to_wire(),
         "created_at": utcnow(),
     }
-    if insert_ignore(session, Event, [row], ("tenant_id", "event_id")):
-        pk = session.scalar(
-            select(Event.id).where(
-                Event.tenant_id == event.tenant_id, Event.event_id == event.event_id
-            )
-        )
+    pk = insert_one(session, Event, row, ("tenant_id", "event_id"))
+    if pk is not None:
         log.info(
             "event accepted",
             extra={
@@ -260,12 +261,14 @@ def plan(event_pk: int, now: dt.datetime | None = None) -> Plan:
     now = now or utcnow()
     settings = get_settings()
     with session_scope() as session:
-        event = session.get(Event, event_pk)
-        if event is None or event.status != EventStatus.ACCEPTED:
+        found = session.execute(
+            select(Event, Tenant)
+            .join(Tenant, Tenant.id == Event.tenant_id)
+            .where(Event.id == event_pk, Event.status == EventStatus.ACCEPTED)
+        ).first()
+        if found is None:
             return Plan([], {})
-        tenant = session.get(Tenant, event.tenant_id)
-        if tenant is None:
-            return Plan([], {})
+        event, tenant = found
         payload = event.payload
         meta = payload.get("metadata") or {}
         route = ROUTES[event.event_type]

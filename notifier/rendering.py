@@ -127,6 +127,9 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
+        # The templates ship with the code and change only with a deploy (which restarts
+        # the workers): no stat() of every template file on every message.
+        auto_reload=False,
     )
     env.filters.update(localdt=_localdt, localdate=_localdate, money=_money, filesize=_filesize)
     return env

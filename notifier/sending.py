@@ -2,9 +2,10 @@
 
 A delivery is claimed atomically (queued -> sending) before anything is sent, so a
 redelivered task skips what another run already sent; a claim left by a killed worker is
-taken over once it is older than the stale-claim timeout; a run renews its claim on each
-batch just before sending it, and skips what was taken over. Outcomes are committed per
-provider call (one message, or one multicast), so a crash loses at most the call in flight.
+taken over once it is older than the stale-claim timeout; a run whose claim has reached half
+of that age renews it just before sending each batch, and skips what was taken over.
+Outcomes are committed per provider call (one message, or one multicast), so a crash loses
+at most the call in flight.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from channels.base import (
@@ -34,7 +37,7 @@ from notifier import ratelimit
 from notifier.alarms import raise_alarm
 from notifier.channel_state import turn_off, unavailable_channels
 from notifier.db import session_scope
-from notifier.dbutil import insert_ignore
+from notifier.dbutil import insert_ignore, insert_one
 from notifier.directory import people_for, push_subscriptions
 from notifier.models import (
     DeadLetter,
@@ -116,20 +119,20 @@ def claim(session: Session, channel: str, ids: list[int], now: dt.datetime) -> l
         .scalars()
         .all()
     )
-    session.commit()
     return sorted(claimed, key=lambda delivery: delivery.id)
 
 
 def load_context(session: Session, channel: str, deliveries: list[Delivery]) -> ChunkContext:
     tenant_ids = {d.tenant_id for d in deliveries}
     recipients = {d.recipient for d in deliveries}
-    events = {
-        e.id: e
-        for e in session.scalars(
-            select(Event).where(Event.id.in_({d.event_pk for d in deliveries}))
-        )
-    }
-    tenants = {t.id: t for t in session.scalars(select(Tenant).where(Tenant.id.in_(tenant_ids)))}
+    events: dict[int, Event] = {}
+    tenants: dict[str, Tenant] = {}
+    for event, tenant in session.execute(
+        select(Event, Tenant)
+        .join(Tenant, Tenant.id == Event.tenant_id)
+        .where(Event.id.in_({d.event_pk for d in deliveries}))
+    ).tuples():
+        events[event.id], tenants[tenant.id] = event, tenant
     users = {
         (u.tenant_id, u.id): u
         for u in session.scalars(
@@ -277,11 +280,14 @@ def send_chunk(
     for good on the final attempt); permanent failures fail and may fall back once."""
     now = now or utcnow()
     outcome = ChunkOutcome()
-    with session_scope() as session:
-        deliveries = claim(session, channel, ids, now)
+    # The claim commits by itself (one atomic UPDATE) and the context is only read: no
+    # transaction, and no BEGIN and COMMIT round trips, around them.
+    with session_scope(autocommit=True) as reader:
+        deliveries = claim(reader, channel, ids, now)
         if not deliveries:
             return outcome
-        ctx = load_context(session, channel, deliveries)
+        ctx = load_context(reader, channel, deliveries)
+    with session_scope() as session:
         backend = get_channel(channel)
         ready: list[tuple[Delivery, Message]] = []
         for delivery in deliveries:
@@ -292,33 +298,93 @@ def send_chunk(
                 _record(session, delivery, ctx, error, final_attempt, outcome, now)
                 session.commit()
         batch_size = max(1, int(getattr(backend, "batch_size", 1)))
-        for start in range(0, len(ready), batch_size):
-            # Each provider call's outcomes are committed in one transaction, together with
-            # the claim renewal of the next call (one commit per message, not two): a crash
-            # never leaves part of a multicast recorded, so a re-send carries the same
-            # members and the same retry key.
-            batch = _renew_claims(session, ready[start : start + batch_size], now)
-            if not batch:
-                continue
-            results = _send(backend, batch, batch_size)
+        calls = [ready[start : start + batch_size] for start in range(0, len(ready), batch_size)]
+        # A bulk API call carries its whole batch; per-message calls go several at a time.
+        width = 1 if batch_size > 1 else get_settings().send_concurrency
+        for done in _calls_in_flight(session, backend, calls, batch_size, width, now):
             sent: list[tuple[Delivery, DeliveryResult]] = []
-            for (sent_delivery, _), result in zip(batch, results, strict=True):
-                if isinstance(result, DeliveryResult):
-                    sent.append((sent_delivery, result))
-                else:
-                    _record(session, sent_delivery, ctx, result, final_attempt, outcome, now)
+            for batch, results in done:
+                for (sent_delivery, _), result in zip(batch, results, strict=True):
+                    if isinstance(result, DeliveryResult):
+                        sent.append((sent_delivery, result))
+                    else:
+                        _record(session, sent_delivery, ctx, result, final_attempt, outcome, now)
             _record_sent(session, sent, ctx, outcome)
-        session.commit()
+            # A provider call's outcomes in one transaction: a crash never leaves part of a
+            # multicast recorded, so a re-send carries the same members and retry key.
+            session.commit()
     return outcome
+
+
+Call = list[tuple[Delivery, Message]]
+CallResults = list[DeliveryResult | NotifierError]
+
+
+def _calls_in_flight(
+    session: Session,
+    backend: Channel,
+    calls: list[Call],
+    batch_size: int,
+    width: int,
+    claimed_at: dt.datetime,
+) -> Iterator[list[tuple[Call, CallResults]]]:
+    """Make the provider calls, at most `width` at once, and yield the finished ones as
+    they finish (the caller records them before more are started, so a crash re-sends at
+    most the calls in flight). One call at a time runs in the calling thread."""
+
+    def held(call: Call) -> Call:
+        if claim_may_lapse(claimed_at):  # each row's claim is still the one taken then
+            return _renew_claims(session, call, claimed_at)
+        return call
+
+    if width == 1 or len(calls) == 1:
+        for call in calls:
+            if call := held(call):
+                yield [(call, _send(backend, call, batch_size))]
+        return
+    pool = _send_pool(width)
+    waiting = iter(calls)
+    running: dict[Future[CallResults], Call] = {}
+    while True:
+        while len(running) < width and (queued := next(waiting, None)) is not None:
+            if kept := held(queued):
+                running[pool.submit(_send, backend, kept, batch_size)] = kept
+        if not running:
+            return
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        yield [(running.pop(future), future.result()) for future in finished]
+
+
+_pool: tuple[tuple[int, int], ThreadPoolExecutor] | None = None
+
+
+def _send_pool(width: int) -> ThreadPoolExecutor:
+    """The process's sending threads, kept across chunks (an SMTP backend keeps one
+    connection per thread). Made in the process that uses it: never inherited by fork."""
+    global _pool
+    if _pool is None or _pool[0] != (os.getpid(), width):
+        _pool = (
+            (os.getpid(), width),
+            ThreadPoolExecutor(width, thread_name_prefix="notifier-send"),
+        )
+    return _pool[1]
+
+
+def claim_may_lapse(claimed_at: dt.datetime) -> bool:
+    """Whether a claim is old enough that it must be renewed before sending: another run
+    takes a claim over only once it is older than the stale-claim timeout, so a claim
+    younger than half of it is still this run's own (no statement needed to check)."""
+    age = (utcnow() - claimed_at).total_seconds()
+    return age >= get_settings().stale_claim_seconds / 2
 
 
 def _renew_claims(
     session: Session, batch: list[tuple[Delivery, Message]], claimed_at: dt.datetime
 ) -> list[tuple[Delivery, Message]]:
     """Refresh the claim of the batch about to be sent and keep only the rows this run
-    still holds. A chunk that outlasts the stale-claim timeout (a slow provider, a long
+    still holds: a chunk that outlasts the stale-claim timeout (a slow provider, a long
     chunk) must not send rows that another worker has meanwhile taken over and sent.
-    Commits: the renewal, and the session's pending outcomes of the previous call."""
+    Commits the renewal."""
     renewed_at = max(claimed_at, utcnow())
     held = set(
         session.execute(
@@ -337,9 +403,7 @@ def _renew_claims(
     return [(delivery, message) for delivery, message in batch if delivery.id in held]
 
 
-def _send(
-    backend: Channel, batch: list[tuple[Delivery, Message]], batch_size: int
-) -> list[DeliveryResult | NotifierError]:
+def _send(backend: Channel, batch: Call, batch_size: int) -> CallResults:
     """One result or error per message. Unexpected exceptions become transient errors:
     retried, bounded by the retry budget, then dead-lettered."""
     messages = [message for _, message in batch]
@@ -365,6 +429,22 @@ def _log_context(ctx: ChunkContext, delivery: Delivery) -> dict[str, Any]:
     }
 
 
+_DELIVERIES = cast(Table, Delivery.__table__)
+# A Core statement: the ORM's bulk UPDATE by primary key cost more than the round trip.
+_MARK_SENT = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("delivery_id"))
+    .values(
+        status=DeliveryStatus.SENT,
+        reason=None,
+        sent_at=bindparam("sent_at"),
+        updated_at=bindparam("sent_at"),
+        provider_message_id=bindparam("message_id"),
+        raw_response=bindparam("raw"),
+    )
+)
+
+
 def _record_sent(
     session: Session,
     sent: list[tuple[Delivery, DeliveryResult]],
@@ -377,16 +457,13 @@ def _record_sent(
         return
     sent_at = utcnow()
     session.execute(
-        update(Delivery),
+        _MARK_SENT,
         [
             {
-                "id": delivery.id,
-                "status": DeliveryStatus.SENT,
-                "reason": None,
+                "delivery_id": delivery.id,
                 "sent_at": sent_at,
-                "updated_at": sent_at,
-                "provider_message_id": result.provider_message_id,
-                "raw_response": jsonable(result.raw_response),
+                "message_id": result.provider_message_id,
+                "raw": jsonable(result.raw_response),
             }
             for delivery, result in sent
         ],
@@ -530,16 +607,9 @@ def _fall_back(
         "created_at": now,
         "updated_at": now,
     }
-    if insert_ignore(session, Delivery, [row], ("event_pk", "recipient", "channel")):
-        new_id = session.scalar(
-            select(Delivery.id).where(
-                Delivery.event_pk == delivery.event_pk,
-                Delivery.recipient == delivery.recipient,
-                Delivery.channel == channel,
-            )
-        )
-        if new_id is not None:
-            outcome.fallbacks.append((channel, [new_id]))
+    new_id = insert_one(session, Delivery, row, ("event_pk", "recipient", "channel"))
+    if new_id is not None:
+        outcome.fallbacks.append((channel, [new_id]))
 
 
 def alarm_for_failure(error: NotifierError, tenant_id: str, channel: str, reason: str) -> None:

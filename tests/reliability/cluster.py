@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STALE_CLAIM_SECONDS = 5
 """Claims older than this are taken over; Beat's requeue_stalled runs at this interval."""
 BACKOFF_MAX_SECONDS = 2
+SEND_CONCURRENCY = 4
+"""Web Push requests one pool process has in flight at most (NOTIFIER_SEND_CONCURRENCY)."""
 
 
 def broker_url() -> str:
@@ -163,6 +165,7 @@ class Cluster:
                 "NOTIFIER_STALE_CLAIM_SECONDS": str(STALE_CLAIM_SECONDS),
                 "NOTIFIER_SEND_BACKOFF_MAX": str(BACKOFF_MAX_SECONDS),
                 "NOTIFIER_SEND_MAX_RETRIES": str(settings.send_max_retries),
+                "NOTIFIER_SEND_CONCURRENCY": str(SEND_CONCURRENCY),
                 "NOTIFIER_LOG_LEVEL": "INFO",
                 "PYTHONUNBUFFERED": "1",
             }

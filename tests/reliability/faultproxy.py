@@ -18,9 +18,14 @@ from types import TracebackType
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with an RST (SO_LINGER 0), as a dead peer's host does."""
+    """Close with an RST (SO_LINGER 0), as a dead peer's host does. shutdown() first: a
+    plain close() from another thread neither wakes a pump thread blocked in recv() on the
+    socket nor, while that recv() holds it, releases it, so no RST went out and the client
+    waited forever on a connection nobody relayed any more."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
 

@@ -125,9 +125,9 @@ def _run_through_outage(
 
         # The broadcast, plus one Web Push per event the callers got through.
         wait_all_terminal(2 * SIZE + late_events, SETTLE_TIMEOUT)
-    # Each pool process may have had one Web Push request in flight at the loss.
+    # Each pool process may have had Web Push requests in flight at the loss.
     line, push = verify_broadcast(
-        members, line_peer, push_service, max_push_duplicates=2, other_sent=late_events
+        members, line_peer, push_service, processes_lost=2, other_sent=late_events
     )
     finding(
         f"{what}: {SIZE} people x LINE + Web Push all sent; LINE duplicates "

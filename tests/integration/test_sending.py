@@ -1,0 +1,199 @@
+"""send_chunk without a worker: calls in flight at once, claim renewal, the statements an
+event costs, and pooled connections that died while idle."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event as sa_event
+from sqlalchemy import text, update
+
+from config import settings as settings_module
+from notifier import db as db_module
+from notifier.db import get_engine, session_scope
+from notifier.directory import import_document
+from notifier.models import Delivery, DeliveryStatus, utcnow
+from notifier.pipeline import accept, plan
+from notifier.sending import send_chunk
+from tests.helpers import directory, event, person
+from tests.integration.conftest import deliveries
+
+pytestmark = pytest.mark.usefixtures("db")
+
+
+@pytest.fixture
+def tuned(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Override settings for one test: tuned(send_concurrency=3)."""
+    original = settings_module.get_settings()
+
+    def apply(**changes: Any) -> None:
+        replaced = dataclasses.replace(original, **changes)
+        monkeypatch.setattr(settings_module, "get_settings", lambda: replaced)
+        for module in ("notifier.sending", "notifier.pipeline"):
+            monkeypatch.setattr(f"{module}.get_settings", lambda: replaced)
+
+    yield apply
+
+
+def _broadcast_ids(people: int) -> list[int]:
+    """A maintenance notice by email to `people` members, planned: its delivery ids."""
+    prefs = {"priority": {"high": ["email"]}}
+    users = [person(f"u{i:02d}", preferences=prefs) for i in range(people)]
+    import_document(directory(*users))
+    accepted = accept(event("system.maintenance", metadata={"channels": ["email"]}))
+    assert accepted.event_pk is not None
+    [(channel, ids)] = plan(accepted.event_pk).chunks
+    assert channel == "email" and len(ids) == people
+    return ids
+
+
+class Gate:
+    """Counts the scripted provider's calls in flight and holds each one until `width`
+    of them are in flight together (or a timeout: then the count shows the shortfall)."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most = 0
+        self.full = threading.Event()
+
+    def __call__(self, original: Any) -> Any:
+        def post(channel: Any, message: Any, payload: Any) -> Any:
+            with self.lock:
+                self.in_flight += 1
+                self.most = max(self.most, self.in_flight)
+                if self.in_flight >= self.width:
+                    self.full.set()
+            self.full.wait(timeout=2)
+            try:
+                return original(channel, message, payload)
+            finally:
+                with self.lock:
+                    self.in_flight -= 1
+                    if self.in_flight == 0:
+                        self.full.clear()
+
+        return post
+
+
+def test_per_message_sends_go_several_at_a_time_and_all_are_recorded(
+    scripted: Any, tuned: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted.use("email")
+    tuned(send_concurrency=3)
+    ids = _broadcast_ids(12)
+    gate = Gate(width=3)
+    monkeypatch.setattr(scripted.channel, "post", gate(scripted.channel.post))
+    scripted.channel.reset("ok", "transient", "ok", "permanent")
+
+    outcome = send_chunk("email", ids)
+
+    assert gate.most == 3  # never more than NOTIFIER_SEND_CONCURRENCY, and that many
+    assert len(scripted.channel.calls) == 12
+    assert (outcome.sent, outcome.failed, len(outcome.retry_ids)) == (10, 1, 1)
+    statuses = sorted(str(row.status) for row in deliveries())
+    assert statuses == ["failed"] + ["queued"] + ["sent"] * 10
+    assert all(row.provider_message_id for row in deliveries(status=DeliveryStatus.SENT))
+
+
+def test_one_message_at_a_time_when_concurrency_is_1(
+    scripted: Any, tuned: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted.use("email")
+    tuned(send_concurrency=1)
+    ids = _broadcast_ids(4)
+    gate = Gate(width=2)
+    monkeypatch.setattr(scripted.channel, "post", gate(scripted.channel.post))
+
+    assert send_chunk("email", ids).sent == 4
+    assert gate.most == 1
+
+
+def test_an_old_claim_is_renewed_and_rows_taken_over_meanwhile_are_skipped(
+    scripted: Any, tuned: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted.use("email")
+    tuned(send_concurrency=1, stale_claim_seconds=60)
+    first, second, third = _broadcast_ids(3)
+    original = scripted.channel.post
+
+    def post(channel: Any, message: Any, payload: Any) -> Any:
+        if message.delivery_id == first:  # meanwhile another run takes the second one over
+            with session_scope() as session:
+                session.execute(
+                    update(Delivery).where(Delivery.id == second).values(claimed_at=utcnow())
+                )
+        return original(channel, message, payload)
+
+    monkeypatch.setattr(scripted.channel, "post", post)
+    # A claim 40 s old: past half of the 60 s timeout, so each call renews it first.
+    claimed = utcnow() - dt.timedelta(seconds=40)
+    outcome = send_chunk("email", [first, second, third], now=claimed)
+
+    assert [m.delivery_id for m in scripted.channel.calls] == [first, third]
+    assert outcome.sent == 2
+    rows = {row.id: row for row in deliveries()}
+    assert rows[second].status == DeliveryStatus.SENDING  # left to the run that holds it
+    renewed = rows[first].claimed_at
+    assert renewed is not None and renewed.replace(tzinfo=None) > claimed.replace(tzinfo=None)
+
+
+def _count_statements() -> tuple[list[str], Any]:
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.split(None, 1)[0])
+
+    sa_event.listen(get_engine(), "before_cursor_execute", record)
+    return statements, record
+
+
+def test_a_single_person_event_costs_a_bounded_number_of_statements() -> None:
+    prefs = {"priority": {"medium": ["line", "email"]}}
+    import_document(directory(person("u1", preferences=prefs)))
+    statements, record = _count_statements()
+    try:
+        accepted = accept(
+            event("payment.success", metadata={"userId": "u1", "channels": ["line", "email"]})
+        )
+        assert accepted.event_pk is not None
+        accept_count = len(statements)
+        result = plan(accepted.event_pk)
+        plan_count = len(statements) - accept_count
+        sent = sum(send_chunk(channel, ids).sent for channel, ids in result.chunks)
+        send_count = len(statements) - accept_count - plan_count
+    finally:
+        sa_event.remove(get_engine(), "before_cursor_execute", record)
+    assert sent == 2
+    # accept: directory check + insert. plan: event and tenant, channel states, the page of
+    # people, their push subscriptions, suppressions, the insert, planned_at, the ids to
+    # send. Each send: claim, event and tenant, user, the outbox's row, the outcome (no claim
+    # renewal: the claim is fresh).
+    assert (accept_count, plan_count, send_count) == (2, 8, 10), statements
+
+
+def test_a_pooled_connection_that_died_while_idle_is_replaced_before_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = get_engine()
+    if engine.dialect.name != "postgresql":
+        pytest.skip("needs a database server that can drop a connection")
+    with engine.connect() as victim, engine.connect() as killer:
+        dead = victim.scalar(text("SELECT pg_backend_pid()"))
+        victim.commit()  # idle in the pool, no transaction open, when the server drops it
+        killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": dead})
+    monkeypatch.setattr(db_module, "IDLE_PING_SECONDS", 0.05)
+    time.sleep(0.1)
+
+    # Both pooled connections are checked out at once, each pinged: the dead one is replaced.
+    with session_scope() as session, engine.connect() as other:
+        first = session.scalar(text("SELECT pg_backend_pid()"))
+        second = other.scalar(text("SELECT pg_backend_pid()"))
+    assert dead not in (first, second)
