@@ -225,15 +225,27 @@ def iter_user_pages(session: Session, query: Select[Any], page_size: int) -> Ite
         last = page[-1].id
 
 
-def people_for(session: Session, tenant: Tenant, users: Iterable[User]) -> list[Person]:
+def people_for(
+    session: Session, tenant: Tenant, users: Iterable[User], *, web_push: bool = True
+) -> list[Person]:
+    """The users as selection sees them. web_push=False when Web Push cannot be chosen
+    anyway (the event is narrowed to other channels, or it is turned off): no lookup of
+    the subscriptions then."""
     users = list(users)
     ids = [u.id for u in users]
-    with_push = set(
-        session.scalars(
-            select(WebPushSubscription.user_id)
-            .where(WebPushSubscription.tenant_id == tenant.id, WebPushSubscription.user_id.in_(ids))
-            .distinct()
+    with_push = (
+        set(
+            session.scalars(
+                select(WebPushSubscription.user_id)
+                .where(
+                    WebPushSubscription.tenant_id == tenant.id,
+                    WebPushSubscription.user_id.in_(ids),
+                )
+                .distinct()
+            )
         )
+        if web_push
+        else set()
     )
     return [
         Person(

@@ -288,8 +288,9 @@ def plan(event_pk: int, now: dt.datetime | None = None) -> Plan:
             missing = not_configured(channel, tenant.line_channel_access_token, route.category)
             if missing:
                 unavailable.setdefault(channel, missing)
+        web_push = "web_push" not in unavailable and (narrowed is None or "web_push" in narrowed)
         for page in iter_user_pages(session, query, settings.bulk_insert_chunk):
-            people = people_for(session, tenant, page)
+            people = people_for(session, tenant, page, web_push=web_push)
             suppressed = suppressed_channels(session, tenant.id, people)
             if urgent:
                 digests += assign_digests(
