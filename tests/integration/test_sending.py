@@ -3,6 +3,7 @@ event costs, and pooled connections that died while idle."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import threading
@@ -11,8 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text, update
 from sqlalchemy import event as sa_event
-from sqlalchemy import text, update
+from sqlalchemy.pool import NullPool
 
 from config import settings as settings_module
 from notifier import db as db_module
@@ -185,15 +187,18 @@ def test_a_pooled_connection_that_died_while_idle_is_replaced_before_use(
     engine = get_engine()
     if engine.dialect.name != "postgresql":
         pytest.skip("needs a database server that can drop a connection")
-    with engine.connect() as victim, engine.connect() as killer:
+    with engine.connect() as victim:
         dead = victim.scalar(text("SELECT pg_backend_pid()"))
         victim.commit()  # idle in the pool, no transaction open, when the server drops it
-        killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": dead})
+    killer = create_engine(engine.url, poolclass=NullPool)
+    with killer.connect() as connection:
+        connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": dead})
+    killer.dispose()
     monkeypatch.setattr(db_module, "IDLE_PING_SECONDS", 0.05)
     time.sleep(0.1)
 
-    # Both pooled connections are checked out at once, each pinged: the dead one is replaced.
-    with session_scope() as session, engine.connect() as other:
-        first = session.scalar(text("SELECT pg_backend_pid()"))
-        second = other.scalar(text("SELECT pg_backend_pid()"))
-    assert dead not in (first, second)
+    # Every pooled connection is checked out at once, each pinged: the dead one is replaced.
+    with contextlib.ExitStack() as stack:
+        held = [stack.enter_context(engine.connect()) for _ in range(engine.pool.checkedin())]
+        pids = {connection.scalar(text("SELECT pg_backend_pid()")) for connection in held}
+    assert held and dead not in pids

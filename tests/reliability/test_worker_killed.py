@@ -34,6 +34,9 @@ pytestmark = pytest.mark.usefixtures("db", "postgres")
 SETTLE_TIMEOUT = 600.0 if BROADCAST_SIZE > 1000 else 180.0
 LINE_DELAY = 3.0
 """The first LINE multicast is answered this late: the kill lands while it is in flight."""
+PUSH_DELAY = 0.05
+"""Each first Web Push is answered this late: with several in flight per process the
+broadcast would otherwise be over before a pool process is seen talking to the service."""
 
 
 def _port(url: str) -> int:
@@ -46,6 +49,8 @@ def _start(tmp_path: Path, line_peer: Any, push_service: Any) -> tuple[Cluster, 
     members = people(BROADCAST_SIZE, push_service)
     import_people(members)
     line_peer.script(200, delay=LINE_DELAY)
+    for subscription_id in list(push_service.subscriptions):
+        push_service.script(subscription_id, 201, delay=PUSH_DELAY)
     cluster = Cluster(tmp_path, env={**line_env(line_peer), **web_push_env()})
     return cluster, members
 
