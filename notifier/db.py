@@ -63,7 +63,10 @@ def get_engine(url: str | None = None) -> Engine:
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_size=5, max_overflow=5)
+            # Sending threads (NOTIFIER_SEND_CONCURRENCY) may each need a connection (the
+            # outbox backend writes its row) beside the send task's own two.
+            overflow = get_settings().send_concurrency + 5
+            engine = create_engine(url, pool_size=5, max_overflow=overflow)
             event.listen(engine.pool, "checkin", _mark_returned)
             event.listen(engine.pool, "checkout", partial(_ping_if_idle, engine.dialect))
         _engines[url] = engine

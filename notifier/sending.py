@@ -4,8 +4,9 @@ A delivery is claimed atomically (queued -> sending) before anything is sent, so
 redelivered task skips what another run already sent; a claim left by a killed worker is
 taken over once it is older than the stale-claim timeout; a run whose claim has reached half
 of that age renews it just before sending each batch, and skips what was taken over.
-Outcomes are committed per provider call (one message, or one multicast), so a crash loses
-at most the call in flight.
+Outcomes are committed per provider call (one message, or one multicast) as each returns,
+so a crash loses at most the calls in flight: one bulk call, or up to
+NOTIFIER_SEND_CONCURRENCY messages of a per-message channel.
 """
 
 from __future__ import annotations
@@ -281,34 +282,51 @@ def send_chunk(
     now = now or utcnow()
     outcome = ChunkOutcome()
     # The claim commits by itself (one atomic UPDATE) and the context is only read: no
-    # transaction, and no BEGIN and COMMIT round trips, around them.
-    with session_scope(autocommit=True) as reader:
+    # transaction, and no BEGIN and COMMIT round trips, around them. `session` (lazy: no
+    # connection until used) carries what must commit together.
+    with session_scope(autocommit=True) as reader, session_scope() as session:
         deliveries = claim(reader, channel, ids, now)
         if not deliveries:
             return outcome
         ctx = load_context(reader, channel, deliveries)
-    with session_scope() as session:
         backend = get_channel(channel)
-        ready: list[tuple[Delivery, Message]] = []
-        for delivery in deliveries:
-            try:
-                ready.append((delivery, build_message(delivery, ctx)))
-            except TemplateProblem as exc:
-                error = PermanentChannelError(str(exc), channel=channel, delivery_id=delivery.id)
-                _record(session, delivery, ctx, error, final_attempt, outcome, now)
-                session.commit()
         batch_size = max(1, int(getattr(backend, "batch_size", 1)))
-        calls = [ready[start : start + batch_size] for start in range(0, len(ready), batch_size)]
+        groups = [deliveries[i : i + batch_size] for i in range(0, len(deliveries), batch_size)]
+
+        def prepared(group: list[Delivery]) -> Call:
+            """The group's messages, rendered just before their call: rendering the next
+            message overlaps the sends in flight. A broken template fails its delivery."""
+            call: Call = []
+            for delivery in group:
+                try:
+                    call.append((delivery, build_message(delivery, ctx)))
+                except TemplateProblem as exc:
+                    error = PermanentChannelError(
+                        str(exc), channel=channel, delivery_id=delivery.id
+                    )
+                    _record(session, delivery, ctx, error, final_attempt, outcome, now)
+                    session.commit()
+            return call
+
+        calls = (prepared(group) for group in groups)
         # A bulk API call carries its whole batch; per-message calls go several at a time.
-        width = 1 if batch_size > 1 else get_settings().send_concurrency
+        width = 1 if batch_size > 1 or len(groups) == 1 else get_settings().send_concurrency
         for done in _calls_in_flight(session, backend, calls, batch_size, width, now):
             sent: list[tuple[Delivery, DeliveryResult]] = []
+            failed: list[tuple[Delivery, NotifierError]] = []
             for batch, results in done:
-                for (sent_delivery, _), result in zip(batch, results, strict=True):
+                for (delivery, _), result in zip(batch, results, strict=True):
                     if isinstance(result, DeliveryResult):
-                        sent.append((sent_delivery, result))
+                        sent.append((delivery, result))
                     else:
-                        _record(session, sent_delivery, ctx, result, final_attempt, outcome, now)
+                        failed.append((delivery, result))
+            if not failed and all(len(batch) == 1 for batch, _ in done):
+                # Each row is the whole outcome of its own call: one statement, no
+                # transaction around it.
+                _record_sent(reader, sent, ctx, outcome)
+                continue
+            for delivery, error in failed:
+                _record(session, delivery, ctx, error, final_attempt, outcome, now)
             _record_sent(session, sent, ctx, outcome)
             # A provider call's outcomes in one transaction: a crash never leaves part of a
             # multicast recorded, so a re-send carries the same members and retry key.
@@ -323,30 +341,29 @@ CallResults = list[DeliveryResult | NotifierError]
 def _calls_in_flight(
     session: Session,
     backend: Channel,
-    calls: list[Call],
+    calls: Iterator[Call],
     batch_size: int,
     width: int,
     claimed_at: dt.datetime,
 ) -> Iterator[list[tuple[Call, CallResults]]]:
     """Make the provider calls, at most `width` at once, and yield the finished ones as
     they finish (the caller records them before more are started, so a crash re-sends at
-    most the calls in flight). One call at a time runs in the calling thread."""
+    most the calls in flight). With width 1 each call runs in the calling thread."""
 
     def held(call: Call) -> Call:
-        if claim_may_lapse(claimed_at):  # each row's claim is still the one taken then
+        if call and claim_may_lapse(claimed_at):  # each row's claim is the one taken then
             return _renew_claims(session, call, claimed_at)
         return call
 
-    if width == 1 or len(calls) == 1:
+    if width == 1:
         for call in calls:
             if call := held(call):
                 yield [(call, _send(backend, call, batch_size))]
         return
     pool = _send_pool(width)
-    waiting = iter(calls)
     running: dict[Future[CallResults], Call] = {}
     while True:
-        while len(running) < width and (queued := next(waiting, None)) is not None:
+        while len(running) < width and (queued := next(calls, None)) is not None:
             if kept := held(queued):
                 running[pool.submit(_send, backend, kept, batch_size)] = kept
         if not running:
