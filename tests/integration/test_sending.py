@@ -57,10 +57,11 @@ def _broadcast_ids(people: int) -> list[int]:
 
 class Gate:
     """Counts the scripted provider's calls in flight and holds each one until `width`
-    of them are in flight together (or a timeout: then the count shows the shortfall)."""
+    of them are in flight together (or `hold` seconds: then the count shows the shortfall)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, hold: float) -> None:
         self.width = width
+        self.hold = hold
         self.lock = threading.Lock()
         self.in_flight = 0
         self.most = 0
@@ -73,7 +74,7 @@ class Gate:
                 self.most = max(self.most, self.in_flight)
                 if self.in_flight >= self.width:
                     self.full.set()
-            self.full.wait(timeout=2)
+            self.full.wait(timeout=self.hold)
             try:
                 return original(channel, message, payload)
             finally:
@@ -85,14 +86,23 @@ class Gate:
         return post
 
 
+def _gated(
+    scripted: Any, tuned: Any, monkeypatch: pytest.MonkeyPatch, concurrency: int, people: int
+) -> tuple[list[int], Gate]:
+    """An email broadcast to `people`, planned, its sends going through a Gate that holds
+    each call until `concurrency` calls are in flight (two when it is 1: never reached)."""
+    scripted.use("email")
+    tuned(send_concurrency=concurrency)
+    ids = _broadcast_ids(people)
+    gate = Gate(width=concurrency if concurrency > 1 else 2, hold=2.0 if concurrency > 1 else 0.3)
+    monkeypatch.setattr(scripted.channel, "post", gate(scripted.channel.post))
+    return ids, gate
+
+
 def test_per_message_sends_go_several_at_a_time_and_all_are_recorded(
     scripted: Any, tuned: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scripted.use("email")
-    tuned(send_concurrency=3)
-    ids = _broadcast_ids(12)
-    gate = Gate(width=3)
-    monkeypatch.setattr(scripted.channel, "post", gate(scripted.channel.post))
+    ids, gate = _gated(scripted, tuned, monkeypatch, concurrency=3, people=12)
     scripted.channel.reset("ok", "transient", "ok", "permanent")
 
     outcome = send_chunk("email", ids)
@@ -108,11 +118,7 @@ def test_per_message_sends_go_several_at_a_time_and_all_are_recorded(
 def test_one_message_at_a_time_when_concurrency_is_1(
     scripted: Any, tuned: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scripted.use("email")
-    tuned(send_concurrency=1)
-    ids = _broadcast_ids(4)
-    gate = Gate(width=2)
-    monkeypatch.setattr(scripted.channel, "post", gate(scripted.channel.post))
+    ids, gate = _gated(scripted, tuned, monkeypatch, concurrency=1, people=4)
 
     assert send_chunk("email", ids).sent == 4
     assert gate.most == 1
