@@ -20,6 +20,11 @@ class NotifyTask(Task):
     saying the application "must be restarted", which is neither clear nor true.)"""
 
     def apply_async(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        task_args = args[0] if args else kwargs.get("args")
+        # Logs and task events (Flower) show a task's arguments: for an event, only what
+        # identifies it, never its data (names, emails, message text).
+        kwargs.setdefault("argsrepr", event_summary(task_args))
+        kwargs.setdefault("kwargsrepr", "{}")
         try:
             return super().apply_async(*args, **kwargs)
         except RuntimeError as exc:
@@ -28,6 +33,15 @@ class NotifyTask(Task):
                 reason = f"the result store is unreachable: {exc.__cause__}"
                 raise BrokerUnreachable(reason) from exc
             raise
+
+
+def event_summary(task_args: Any) -> str:
+    """repr of notify's arguments with the event cut down to its identifying fields."""
+    event = task_args[0] if isinstance(task_args, list | tuple) and task_args else None
+    if not isinstance(event, dict):
+        return "(<event>,)"
+    keys = ("eventId", "eventType", "tenantId")
+    return repr(({key: str(event.get(key))[:200] for key in keys if key in event},))
 
 
 @shared_task(

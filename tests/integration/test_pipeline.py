@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from celery.signals import before_task_publish
 from sqlalchemy import select
 
 from notifier import InvalidEvent, notify, publish
@@ -61,6 +62,25 @@ def test_event_flows_to_the_outbox_and_status(celery_worker: Any) -> None:
     ) + (stored["email"].subject or "")
     assert stored["email"].address == "u1@example.com"
     assert stored["email"].body_html and "<html" in stored["email"].body_html.lower()
+
+
+def test_the_task_message_names_the_event_without_its_data() -> None:
+    """Celery logs and task events (Flower) show a task's argsrepr: never the event data."""
+    published: list[dict[str, Any]] = []
+
+    def capture(headers: dict[str, Any] | None = None, **_: Any) -> None:
+        published.append(headers or {})
+
+    before_task_publish.connect(capture, weak=False)
+    try:
+        import_document(directory(person("u1")))
+        notify.delay(event("payment.success", eventId="pay-argsrepr")).get(timeout=30)
+    finally:
+        before_task_publish.disconnect(capture)
+    [sent] = [h for h in published if h.get("task") == "notifier.notify"]
+    identity = {"eventId": "pay-argsrepr", "eventType": "payment.success", "tenantId": TENANT}
+    assert sent["argsrepr"] == repr((identity,))
+    assert sent["kwargsrepr"] == "{}"
 
 
 def test_same_event_twice_creates_one_set_of_deliveries() -> None:
