@@ -57,8 +57,8 @@ def test_the_database_unreachable_for_10_seconds_mid_send(
             time.sleep(OUTAGE)
             received_during = len(push_service.received) - received_at_cut
             proxy.restore()
-            # Each call's outcome is written before another call starts: nothing more than
-            # what was in flight at the cut is sent while outcomes cannot be written.
+            # Outcomes are written as calls return and at most NOTIFIER_SEND_CONCURRENCY calls
+            # are in flight per process: no more than that goes out while nothing is written.
             assert received_during <= 2 * SEND_CONCURRENCY, received_during
 
             wait_all_terminal(2 * SIZE, SETTLE_TIMEOUT)
