@@ -631,34 +631,20 @@ def _fall_back(
 
 def alarm_for_failure(error: NotifierError, tenant_id: str, channel: str, reason: str) -> None:
     """One alarm per kind, tenant and channel per alarm window, however many fail."""
-    details = {"reason": reason[:300]}
     if isinstance(error, PermanentChannelError) and error.disable_channel:
-        raise_alarm(
-            "CRITICAL",
-            f"{channel} disabled for tenant {tenant_id}",
-            key=f"channel_disabled:{tenant_id}:{channel}",
-            tenant_id=tenant_id,
-            channel=channel,
-            details=details,
-        )
+        severity, kind, what = "CRITICAL", "channel_disabled", "disabled"
     elif isinstance(error, PermanentChannelError) and error.park_seconds:
-        raise_alarm(
-            "ERROR",
-            f"{channel} quota reached for tenant {tenant_id}",
-            key=f"quota:{tenant_id}:{channel}",
-            tenant_id=tenant_id,
-            channel=channel,
-            details=details,
-        )
+        severity, kind, what = "ERROR", "quota", "quota reached"
     else:
-        raise_alarm(
-            "WARNING",
-            f"{channel} deliveries dead-lettered for tenant {tenant_id}",
-            key=f"dead_letter:{tenant_id}:{channel}",
-            tenant_id=tenant_id,
-            channel=channel,
-            details=details,
-        )
+        severity, kind, what = "WARNING", "dead_letter", "deliveries dead-lettered"
+    raise_alarm(
+        severity,
+        f"{channel} {what} for tenant {tenant_id}",
+        key=f"{kind}:{tenant_id}:{channel}",
+        tenant_id=tenant_id,
+        channel=channel,
+        details={"reason": reason[:300]},
+    )
 
 
 def jsonable(value: Any) -> Any:
