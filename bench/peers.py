@@ -60,7 +60,7 @@ class TimedLinePeer(LinePeer):
         # algorithm on, the body then waits for the client's delayed ACK (~40 ms a request).
         # LINE's servers do not make their clients wait like that.
         assert self._server is not None
-        self._server.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
+        self._server.httpd.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
         return self
 
     def _answer(

@@ -21,10 +21,12 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from linebot.v3.messaging import MulticastRequest, PushMessageRequest
+
+from tests.peers.http import LocalServer
 
 PATHS = {"/v2/bot/message/push": PushMessageRequest, "/v2/bot/message/multicast": MulticastRequest}
 
@@ -71,16 +73,14 @@ class LinePeer:
         self._queue: deque[Scripted] = deque()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LocalServer | None = None
 
     # -- control ------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         assert self._server is not None, "peer not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.origin
 
     def start(self) -> LinePeer:
         peer = self
@@ -97,16 +97,13 @@ class LinePeer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = LocalServer(Handler)
+        self._server.start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
 
     def reset(self, tokens: set[str] | None = None) -> None:

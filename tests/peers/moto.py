@@ -11,7 +11,7 @@ import json
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from moto.server import ThreadedMotoServer
@@ -31,7 +31,7 @@ class MotoPeer:
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.url = ""
 
-    def start(self) -> MotoPeer:
+    def start(self) -> Self:
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.url = f"http://{host}:{port}"
@@ -40,7 +40,7 @@ class MotoPeer:
     def stop(self) -> None:
         self._server.stop()
 
-    def __enter__(self) -> MotoPeer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -20,9 +20,10 @@ from collections import defaultdict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.peers.http import LocalServer
 from tests.peers.moto import MotoPeer
 
 SNS_XMLNS = "http://sns.amazonaws.com/doc/2010-03-31/"
@@ -120,11 +121,8 @@ class ScriptedSnsServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        host, port = self._httpd.server_address[:2]
-        self.url = f"http://{host!s}:{port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._server = LocalServer(Handler)
+        self.url = self._server.origin
 
     def _next_reply(self, received: Received) -> Reply:
         with self._lock:
@@ -159,13 +157,11 @@ class ScriptedSnsServer:
             self._replies.clear()
 
     def start(self) -> ScriptedSnsServer:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+        self._server.stop()
 
 
 @contextmanager

@@ -18,8 +18,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.peers.http import LocalServer
 
 KNOWN_BLOCKS = frozenset(
     {
@@ -107,25 +109,21 @@ class SlackWebhook:
         self.received: list[WebhookRequest] = []
         self._scripts: deque[Reply] = deque()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = LocalServer(self._handler())
 
     @property
     def origin(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.origin
 
     def url(self, path: str = "T0000/B0000/secretsecretsecret") -> str:
         return f"{self.origin}/services/{path}"
 
     def start(self) -> SlackWebhook:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def __enter__(self) -> SlackWebhook:
         return self.start()

@@ -18,11 +18,12 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.peers.http import LocalServer
 from tests.peers.push import FakeSubscription
 
 MODES = ("error500", "retry_after", "hang", "close")
@@ -46,22 +47,18 @@ class FaultPeer:
         self._first: dict[str, float] = {}
         self._seen: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = LocalServer(self._handler())
 
     @property
     def origin(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.origin
 
     def start(self) -> FaultPeer:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def subscription(self, mode: str, sub_id: str) -> dict[str, Any]:
         """A browser subscription whose endpoint behaves as `mode`."""
