@@ -7,9 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from py_vapid import Vapid02
-from py_vapid.utils import b64urlencode
 
 from channels.base import Message, PermanentChannelError, Status, TransientChannelError
 from channels.web_push import (
@@ -20,25 +17,12 @@ from channels.web_push import (
     topic_token,
 )
 from notifier import directory
-from tests.peers.push import FakeSubscription, PushService
+from tests.peers.push import FakeSubscription, PushService, vapid_keys
 
 SUBJECT = "mailto:ops@example.com"
 
 
-def _vapid_pair() -> tuple[str, str, Vapid02]:
-    """(raw base64url private key, base64url public point, the Vapid object)."""
-    vapid = Vapid02()
-    vapid.generate_keys()
-    private = b64urlencode(vapid.private_key.private_numbers().private_value.to_bytes(32, "big"))
-    public = b64urlencode(
-        vapid.public_key.public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
-    )
-    return private, public, vapid
-
-
-VAPID_PRIVATE, VAPID_PUBLIC, VAPID = _vapid_pair()
+VAPID_PRIVATE, VAPID_PUBLIC, VAPID = vapid_keys()
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +125,7 @@ def test_vapid_claims_are_signed_for_the_push_service(push: PushService, deleted
 def test_wrong_vapid_key_is_refused_and_disables_the_channel(
     push: PushService, monkeypatch: pytest.MonkeyPatch, deleted: Deleted
 ) -> None:
-    other_private, _, _ = _vapid_pair()
+    other_private, _, _ = vapid_keys()
     monkeypatch.setenv("VAPID_PRIVATE_KEY", other_private)
     sub = push.subscribe()
 

@@ -7,8 +7,6 @@ from typing import Any
 
 import boto3
 import pytest
-from cryptography.hazmat.primitives import serialization
-from py_vapid import Vapid02, b64urlencode
 
 from channels import registry
 from config.settings import TOPIC_CATEGORIES, get_settings
@@ -18,7 +16,7 @@ from tests.helpers import directory, event, person
 from tests.integration.conftest import wait_settled
 from tests.peers.line import LinePeer
 from tests.peers.moto import MotoPeer
-from tests.peers.push import PushService
+from tests.peers.push import PushService, vapid_keys
 from tests.peers.slack import SlackWebhook
 from tests.peers.smtp import SmtpPeer
 
@@ -27,19 +25,7 @@ SUBJECT = "mailto:ops@example.com"
 LINE_TOKEN = "tenant-line-token"
 
 
-def _vapid() -> tuple[str, str]:
-    vapid = Vapid02()
-    vapid.generate_keys()
-    private = b64urlencode(vapid.private_key.private_numbers().private_value.to_bytes(32, "big"))
-    public = b64urlencode(
-        vapid.public_key.public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
-    )
-    return private, public
-
-
-VAPID_PRIVATE, VAPID_PUBLIC = _vapid()
+VAPID_PRIVATE, VAPID_PUBLIC, _ = vapid_keys()
 
 
 @pytest.fixture(scope="module")

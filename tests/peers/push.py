@@ -30,6 +30,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from py_vapid import Vapid02
+from py_vapid.utils import b64urlencode
 
 from tests.peers.http import LocalServer
 
@@ -164,6 +166,20 @@ class PushRequest:
     @property
     def json(self) -> Any:
         return json.loads(self.payload or b"null")
+
+
+def vapid_keys() -> tuple[str, str, Vapid02]:
+    """A fresh VAPID key pair as the settings take it: (base64url raw private key,
+    base64url public point, the Vapid object)."""
+    vapid = Vapid02()
+    vapid.generate_keys()
+    private = b64urlencode(vapid.private_key.private_numbers().private_value.to_bytes(32, "big"))
+    public = b64urlencode(
+        vapid.public_key.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+    )
+    return private, public, vapid
 
 
 class PushService:

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from py_vapid import Vapid02, b64urlencode
 
+from tests.peers.push import vapid_keys
 from tests.reliability import logcapture
 
 FULL = os.environ.get("NOTIFIER_RELIABILITY_FULL", "").strip().lower() in ("1", "true", "yes")
@@ -43,19 +42,7 @@ def finding(text: str) -> None:
     _findings.append(text)
 
 
-def _vapid_keys() -> tuple[str, str]:
-    vapid = Vapid02()
-    vapid.generate_keys()
-    private = b64urlencode(vapid.private_key.private_numbers().private_value.to_bytes(32, "big"))
-    public = b64urlencode(
-        vapid.public_key.public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
-    )
-    return private, public
-
-
-VAPID_PRIVATE, VAPID_PUBLIC = _vapid_keys()
+VAPID_PRIVATE, VAPID_PUBLIC, _ = vapid_keys()
 logcapture.secret(LINE_TOKEN, VAPID_PRIVATE)
 
 
