@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -10,6 +11,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 TENANT = "gym-a"
+CELERY = [sys.executable, "-m", "celery", "-A", "worker"]
+"""The start of a command line for this project's Celery app (worker, beat, purge...)."""
 
 
 def wait_for(probe: Callable[[], T], timeout: float = 30.0, interval: float = 0.1) -> T:

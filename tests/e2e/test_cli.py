@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from notifier import demo
-from tests.helpers import wait_for
+from tests.helpers import CELERY, wait_for
 
 BIN = Path(sys.executable).parent
 SETTLED = {"sent", "failed", "suppressed", "skipped", "deferred", "batched"}
@@ -40,11 +40,7 @@ def worker_process(db: None, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
+            *CELERY,
             "worker",
             "-c",
             "2",

@@ -6,11 +6,10 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
-from tests.helpers import wait_for
+from tests.helpers import CELERY, wait_for
 
 
 def _free_port() -> int:
@@ -32,17 +31,13 @@ def test_celery_flower_starts_and_lists_the_worker(tmp_path: Path) -> None:
     name = f"flower-e2e-{os.getpid()}"
     logs = [open(tmp_path / f"{n}.log", "wb") for n in ("worker", "flower")]  # noqa: SIM115
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker", "worker", "-c", "1", "-n", f"{name}@%h"],
+        [*CELERY, "worker", "-c", "1", "-n", f"{name}@%h"],
         stdout=logs[0],
         stderr=subprocess.STDOUT,
     )
     flower = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
+            *CELERY,
             "flower",
             f"--port={port}",
             "--address=127.0.0.1",

@@ -12,7 +12,7 @@ import pytest
 
 from notifier.directory import import_document
 from tests import services
-from tests.helpers import directory, event, person
+from tests.helpers import CELERY, directory, event, person
 from tests.integration.conftest import wait_settled
 
 AMQP = services.local_rabbitmq_url()
@@ -25,7 +25,7 @@ def test_events_flow_over_rabbitmq(db: None, tmp_path: Path) -> None:
     env.pop("REDIS_URL", None)
     python = sys.executable
     subprocess.run(
-        [python, "-m", "celery", "-A", "worker", "purge", "-f"],
+        [*CELERY, "purge", "-f"],
         env=env,
         check=True,
         capture_output=True,
@@ -35,11 +35,7 @@ def test_events_flow_over_rabbitmq(db: None, tmp_path: Path) -> None:
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
     worker = subprocess.Popen(
         [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
+            *CELERY,
             "worker",
             "-c",
             "2",

@@ -46,7 +46,7 @@ from notifier.scans import (
 )
 from tasks.scheduled import run_scan
 from tasks.send import dispatch
-from tests.helpers import event, person, wait_for
+from tests.helpers import CELERY, event, person, wait_for
 from tests.integration.conftest import count, deliveries, wait_settled
 
 TPE, NYC = "gym-tpe", "gym-nyc"
@@ -713,11 +713,7 @@ def beat(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     with open(tmp_path / "beat.log", "wb") as log:
         proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker",
+                *CELERY,
                 "beat",
                 "--max-interval",
                 "1",

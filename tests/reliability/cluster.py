@@ -20,7 +20,6 @@ import dataclasses
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -33,6 +32,7 @@ from celery.result import AsyncResult
 
 from config.celery import celery_config
 from config.settings import CHANNELS, get_settings
+from tests.helpers import CELERY
 from tests.reliability import logcapture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,11 +198,7 @@ class Cluster:
     def start_worker(self, concurrency: int = 2, wait: bool = True) -> Worker:
         name = self._name("worker")
         args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
+            *CELERY,
             "worker",
             "-c",
             str(concurrency),
@@ -222,11 +218,7 @@ class Cluster:
     def start_beat(self) -> Process:
         name = self._name("beat")
         args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
+            *CELERY,
             "beat",
             "-s",
             str(self.workdir / f"{name}-schedule"),
