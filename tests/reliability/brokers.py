@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from notifier.embedded import redis_server_binary
+from notifier.embedded import DURABLE_REDIS, redis_server_binary
 from tests import services
 
 
@@ -42,12 +42,7 @@ class PrivateRedis:
                 "127.0.0.1",
                 "--dir",
                 str(self.directory),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-                "--maxmemory-policy",
-                "noeviction",
+                *DURABLE_REDIS,
                 "--logfile",
                 str(self.directory / "redis.log"),
             ],
