@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import get_settings
 
 _engines: dict[str, Engine] = {}
-_factories: dict[tuple[str, bool], sessionmaker[Session]] = {}
+_factories: dict[tuple[Engine, bool], sessionmaker[Session]] = {}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -83,7 +83,7 @@ def dispose_engines() -> None:
 
 def session_factory(*, autocommit: bool = False) -> sessionmaker[Session]:
     engine = get_engine()
-    key = (engine.url.render_as_string(), autocommit)
+    key = (engine, autocommit)
     factory = _factories.get(key)
     if factory is None:
         # The autocommit engine shares the pool; its connections go back in their mode.
