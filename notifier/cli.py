@@ -390,7 +390,6 @@ def scan(kind: str, moment: str | None) -> None:
     Publishes the reminders due (a worker delivers them) and prints the counts. Safe to run
     any time: a reminder already published is a duplicate, never sent twice.
     """
-    import worker  # noqa: F401  (configures the Celery app the plan task is sent with)
     from notifier.scans import parse_moment, scan_course_reminders, scan_membership_expiry
     from tasks.scheduled import run_scan
 
@@ -434,6 +433,7 @@ def ingest_sqs(queue_url: str, wait_seconds: int | None, max_batches: int | None
     import threading
 
     from notifier.ingest import IngestConfigError, consume
+    from tasks import enqueue
 
     stop = threading.Event()
 
@@ -444,7 +444,13 @@ def ingest_sqs(queue_url: str, wait_seconds: int | None, max_batches: int | None
         signal.signal(signum, request_stop)
     click.echo(f"consuming {queue_url}; SIGTERM or Ctrl-C stops after the current batch", err=True)
     try:
-        stats = consume(queue_url, stop=stop, max_batches=max_batches, wait_seconds=wait_seconds)
+        stats = consume(
+            queue_url,
+            stop=stop,
+            enqueue=enqueue,
+            max_batches=max_batches,
+            wait_seconds=wait_seconds,
+        )
     except IngestConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     _echo_json(stats.as_dict())
@@ -547,10 +553,11 @@ def dlq_replay(ids: tuple[int, ...], replay_all: bool, tenant: str | None, as_js
     worker); an ingested message goes through parsing and accept again. Replaying twice
     does nothing the second time. Exit code 1 when a replay failed."""
     from notifier.dlq import replay
+    from tasks import enqueue
 
     if bool(ids) == replay_all:
         raise click.UsageError("give --id N (repeatable) or --all")
-    result = replay(list(ids) if ids else None, all=replay_all, tenant=tenant)
+    result = replay(list(ids) if ids else None, enqueue=enqueue, all=replay_all, tenant=tenant)
     if as_json:
         _echo_json(result.as_dict())
     else:

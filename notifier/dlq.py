@@ -14,20 +14,16 @@ is no longer failed (sent, or queued again) is left alone.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from kombu.exceptions import OperationalError as BrokerUnavailable
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from notifier.db import session_scope
-from notifier.ingest import UnreadableMessage, describe_errors, submit, to_event
+from notifier.ingest import UnreadableMessage, describe_errors, to_event
 from notifier.models import DeadLetter, Delivery, DeliveryStatus, EventStatus, utcnow
-from notifier.pipeline import group_chunks
-
-log = logging.getLogger("notifier.dlq")
+from notifier.pipeline import Enqueue, group_chunks
 
 
 @dataclass
@@ -88,11 +84,14 @@ def list_dead_letters(
 def replay(
     ids: list[int] | None = None,
     *,
+    enqueue: Enqueue,
     all: bool = False,
     tenant: str | None = None,
     now: dt.datetime | None = None,
 ) -> ReplayResult:
-    """Replay the dead letters `ids`, or every pending one (`all=True`), of `tenant` if given."""
+    """Replay the dead letters `ids`, or every pending one (`all=True`), of `tenant` if given,
+    sending through `enqueue` (`tasks.enqueue`). Requeued deliveries are committed as queued
+    first: when the broker is unreachable, the stalled-delivery sweep sends them later."""
     if (ids is None) == (not all):
         raise ValueError("replay takes either ids or all=True")
     now = now or utcnow()
@@ -116,11 +115,10 @@ def replay(
             if delivery is not None:
                 requeued.append(delivery)
         elif kind == "ingest":
-            _replay_ingest(dead_letter_id, now, result)
+            _replay_ingest(dead_letter_id, now, result, enqueue)
         else:
             result.skipped[dead_letter_id] = f"cannot replay a dead letter of kind {kind!r}"
-    if requeued:
-        _dispatch(requeued)
+    enqueue.send_deliveries(group_chunks(requeued))
     return result
 
 
@@ -171,22 +169,9 @@ def _requeue_delivery(
     return str(channel), row.delivery_id
 
 
-def _dispatch(requeued: list[tuple[str, int]]) -> None:
-    """Send the requeued deliveries. They are committed as queued first: when the broker is
-    unreachable, the stalled-delivery scan (requeue_stalled) sends them once it is back."""
-    import worker  # noqa: F401  (configures the Celery app the send tasks are bound to)
-    from tasks.send import dispatch
-
-    try:
-        dispatch(group_chunks(requeued))
-    except BrokerUnavailable:
-        log.warning(
-            "broker unreachable: replayed deliveries are queued and sent once it is back",
-            extra={"count": len(requeued)},
-        )
-
-
-def _replay_ingest(dead_letter_id: int, now: dt.datetime, result: ReplayResult) -> None:
+def _replay_ingest(
+    dead_letter_id: int, now: dt.datetime, result: ReplayResult, enqueue: Enqueue
+) -> None:
     with session_scope() as session:
         row = session.get(DeadLetter, dead_letter_id)
         payload = row.payload if row is not None and isinstance(row.payload, dict) else {}
@@ -202,7 +187,7 @@ def _replay_ingest(dead_letter_id: int, now: dt.datetime, result: ReplayResult) 
     except UnreadableMessage as exc:
         result.failed[dead_letter_id] = exc.reason
         return
-    accepted = submit(event)  # a duplicate means the event is in: replayed all the same
+    accepted = enqueue.submit(event)  # a duplicate means the event is in: replayed all the same
     if accepted.status == EventStatus.REJECTED:
         result.failed[dead_letter_id] = describe_errors(accepted.errors)
         return

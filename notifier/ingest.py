@@ -29,7 +29,6 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from kombu.exceptions import OperationalError as BrokerUnavailable
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -39,7 +38,7 @@ from notifier.alarms import raise_alarm
 from notifier.db import session_scope
 from notifier.events import EVENT_TYPES
 from notifier.models import DeadLetter, EventStatus
-from notifier.pipeline import Accepted, accept
+from notifier.pipeline import Enqueue
 
 log = logging.getLogger("notifier.ingest")
 
@@ -176,24 +175,6 @@ def to_event(body: Any, deduplication_id: str | None = None) -> dict[str, Any]:
     return event
 
 
-def submit(event: dict[str, Any]) -> Accepted:
-    """Store the event and enqueue its planning, as publish() does: with the broker down the
-    event waits in the database and the recovery task (unplanned_events) plans it later."""
-    accepted = accept(event)
-    if accepted.event_pk is not None:
-        import worker  # noqa: F401  (configures the Celery app the task is bound to)
-        from tasks.pipeline import plan_event
-
-        try:
-            plan_event.delay(accepted.event_pk)
-        except BrokerUnavailable:
-            log.warning(
-                "broker unreachable: event stored, it is planned once the broker is back",
-                extra={"event_id": accepted.event_id, "tenant": event.get("tenantId")},
-            )
-    return accepted
-
-
 def _tenant_of(event: dict[str, Any]) -> str:
     tenant = event.get("tenantId")
     return tenant if isinstance(tenant, str) and len(tenant) <= 128 else ""
@@ -272,11 +253,13 @@ def consume(
     queue_url: str,
     *,
     stop: threading.Event,
+    enqueue: Enqueue,
     max_batches: int | None = None,
     wait_seconds: int | None = None,
 ) -> IngestStats:
     """Receive and ingest until `stop` is set (the batch in hand is finished first) or
-    `max_batches` receives were made. Raises IngestConfigError when the queue cannot be read."""
+    `max_batches` receives were made; each accepted event is started through `enqueue`
+    (`tasks.enqueue`). Raises IngestConfigError when the queue cannot be read."""
     wait = get_settings().ingest_wait_seconds if wait_seconds is None else wait_seconds
     wait = min(max(wait, 0), MAX_WAIT_SECONDS)
     sqs = sqs_client(queue_url, wait)
@@ -301,7 +284,7 @@ def consume(
             log.warning("SQS receive failed", extra={"error": type(exc).__name__})
             messages, healthy = [], False
         if messages:
-            healthy = _ingest_batch(sqs, queue_url, messages, stats)
+            healthy = _ingest_batch(sqs, queue_url, messages, stats, enqueue)
         stats.batches += 1
         if max_batches is not None and stats.batches >= max_batches:
             break
@@ -313,14 +296,18 @@ def consume(
 
 
 def _ingest_batch(
-    sqs: Any, queue_url: str, messages: list[dict[str, Any]], stats: IngestStats
+    sqs: Any,
+    queue_url: str,
+    messages: list[dict[str, Any]],
+    stats: IngestStats,
+    enqueue: Enqueue,
 ) -> bool:
     """Ingest one received batch; False when the database was down."""
     done: list[dict[str, Any]] = []
     healthy = True
     for position, message in enumerate(messages):
         try:
-            outcome = ingest_message(message, queue_url)
+            outcome = ingest_message(message, queue_url, enqueue)
         except DATABASE_DOWN:
             log.warning("database unavailable; messages left in the queue")
             stats.left_in_queue += len(messages) - position
@@ -344,7 +331,7 @@ def _ingest_batch(
     return healthy
 
 
-def ingest_message(message: dict[str, Any], queue_url: str) -> str:
+def ingest_message(message: dict[str, Any], queue_url: str, enqueue: Enqueue) -> str:
     """Store one message's event or its dead letter; returns the IngestStats field to count."""
     body = message.get("Body", "")
     deduplication_id = (message.get("Attributes") or {}).get("MessageDeduplicationId")
@@ -353,7 +340,7 @@ def ingest_message(message: dict[str, Any], queue_url: str) -> str:
     except UnreadableMessage as exc:
         _dead_letter(message, queue_url, exc.tenant_id, exc.reason)
         return "dead_lettered"
-    accepted = submit(event)
+    accepted = enqueue.submit(event)  # stored, then started (a broker outage loses nothing)
     if accepted.status == EventStatus.REJECTED:
         _dead_letter(message, queue_url, _tenant_of(event), describe_errors(accepted.errors))
         return "dead_lettered"

@@ -10,7 +10,7 @@ import reprlib
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -41,6 +41,16 @@ from notifier.selection import select_channels
 from notifier.sending import not_waiting
 
 log = logging.getLogger("notifier.pipeline")
+
+
+class Enqueue(Protocol):
+    """What the domain's entry points (SQS ingestion, dead letter replay) need of the
+    broker, passed in by their caller: the module `tasks.enqueue` is one. The domain never
+    imports the Celery app itself."""
+
+    def submit(self, event: dict[str, Any]) -> Accepted: ...
+
+    def send_deliveries(self, chunks: Sequence[tuple[str, list[int]]]) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from celery import Task, shared_task
 
 from config.settings import get_settings
 from notifier.digests import flush, send_digest
+from tasks import enqueue
 from tasks.send import DB_RETRY, retry_countdown
 
 
@@ -15,7 +16,7 @@ from tasks.send import DB_RETRY, retry_countdown
 def flush_digests(self: Task) -> int:
     """Group waiting deliveries into digests and send every digest that is due."""
     digest_ids = flush()
-    dispatch_digests(digest_ids)
+    enqueue.send_digests(digest_ids)
     return len(digest_ids)
 
 
@@ -35,8 +36,3 @@ def send_digest_task(self: Task, digest_id: int) -> dict[str, Any]:
             max_retries=settings.send_max_retries,
         )
     return {"digest": digest_id, "status": outcome.status}
-
-
-def dispatch_digests(digest_ids: list[int]) -> None:
-    for digest_id in digest_ids:
-        send_digest_task.apply_async(args=(digest_id,))

@@ -9,8 +9,8 @@ from celery.result import AsyncResult
 from kombu.exceptions import OperationalError as BrokerUnreachable
 
 from notifier.pipeline import accept, plan
-from tasks.digests import dispatch_digests
-from tasks.send import DB_RETRY, dispatch
+from tasks import enqueue
+from tasks.send import DB_RETRY
 
 
 class NotifyTask(Task):
@@ -56,7 +56,7 @@ def notify(self: Task, event: Any) -> dict[str, Any]:
     """Accept one event (validated here, in the worker) and start its deliveries."""
     accepted = accept(event)
     if accepted.event_pk is not None:
-        plan_event.delay(accepted.event_pk)
+        enqueue.start_event(accepted.event_pk, event_id=accepted.event_id)
     return accepted.as_result()
 
 
@@ -64,6 +64,6 @@ def notify(self: Task, event: Any) -> dict[str, Any]:
 def plan_event(self: Task, event_pk: int) -> dict[str, int]:
     """Resolve recipients, select channels, insert deliveries, enqueue send chunks."""
     result = plan(event_pk)
-    dispatch_digests(result.digests)  # a person's waiting digest goes before an urgent event
-    dispatch(result.chunks)
+    enqueue.send_digests(result.digests)  # a person's waiting digest goes before an urgent event
+    enqueue.send_deliveries(result.chunks)
     return result.counts

@@ -12,15 +12,14 @@ from notifier.pipeline import release_deferred, requeue_stalled, unplanned_event
 from notifier.report import export_all
 from notifier.retention import cleanup
 from notifier.scans import ScanResult, parse_moment, scan_course_reminders, scan_membership_expiry
-from tasks.pipeline import plan_event
-from tasks.send import dispatch
+from tasks import enqueue
 
 
 @shared_task(name="notifier.release_deferred", bind=True, acks_late=True)
 def release_deferred_task(self: Task) -> int:
     """Queue the deferred (quiet-hours) deliveries whose time has come."""
     chunks = release_deferred()
-    dispatch(chunks)
+    enqueue.send_deliveries(chunks)
     return sum(len(ids) for _, ids in chunks)
 
 
@@ -29,18 +28,16 @@ def requeue_stalled_task(self: Task) -> int:
     """Re-plan events and re-send deliveries left behind by a lost task (planning is
     idempotent and the delivery claim keeps each send exactly once)."""
     events = unplanned_events()
-    for event_pk in events:
-        plan_event.delay(event_pk)
+    enqueue.start_events(events)
     chunks = requeue_stalled()
-    dispatch(chunks)
+    enqueue.send_deliveries(chunks)
     return len(events) + sum(len(ids) for _, ids in chunks)
 
 
 def run_scan(scan: Callable[[dt.datetime], ScanResult], now: dt.datetime) -> dict[str, int]:
-    """Run a scan and enqueue the planning of every reminder it published."""
+    """Run a scan and start the canvas of every reminder it published."""
     result = scan(now)
-    for event_pk in result.event_pks:
-        plan_event.delay(event_pk)
+    enqueue.start_events(result.event_pks)
     return result.counts()
 
 

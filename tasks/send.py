@@ -10,6 +10,7 @@ from sqlalchemy.exc import OperationalError
 
 from config.settings import CHANNELS, get_settings
 from notifier.sending import send_chunk
+from tasks import enqueue
 
 # A database outage is retried with backoff instead of losing the task's work.
 DB_RETRY: dict[str, Any] = {
@@ -34,7 +35,7 @@ def run_send(task: Task, channel: str, delivery_ids: list[int]) -> dict[str, int
     settings = get_settings()
     final = task.request.retries >= settings.send_max_retries
     outcome = send_chunk(channel, delivery_ids, final_attempt=final)
-    dispatch(outcome.fallbacks)
+    enqueue.send_deliveries(outcome.fallbacks)
     if outcome.retry_ids:
         raise task.retry(
             args=(outcome.retry_ids,),
@@ -59,8 +60,3 @@ def _send_task(channel: str) -> Any:
 
 
 SEND_TASKS: dict[str, Any] = {channel: _send_task(channel) for channel in CHANNELS}
-
-
-def dispatch(chunks: list[tuple[str, list[int]]]) -> None:
-    for channel, ids in chunks:
-        SEND_TASKS[channel].apply_async(args=(ids,))

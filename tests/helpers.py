@@ -102,3 +102,16 @@ def environment(values: dict[str, str], *, pin_backends: bool = True) -> Iterato
             else:
                 os.environ[name] = value
         reset_settings()
+
+
+def broker_unreachable(monkeypatch: Any) -> None:
+    """Every task the Celery app sends fails as it does against a Redis that refuses the
+    connection (kombu's OperationalError), whichever entry point sends it."""
+    from kombu.exceptions import OperationalError
+
+    import worker
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(worker.app, "send_task", refused)

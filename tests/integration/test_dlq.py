@@ -19,7 +19,8 @@ from notifier.directory import import_document
 from notifier.dlq import list_dead_letters, replay
 from notifier.ingest import ingest_message
 from notifier.models import DeadLetter, Event
-from tests.helpers import TENANT, directory, event, person, wait_for
+from tasks import enqueue
+from tests.helpers import TENANT, broker_unreachable, directory, event, person, wait_for
 from tests.integration.conftest import deliveries, wait_settled
 
 pytestmark = pytest.mark.usefixtures("db", "celery_worker")
@@ -60,7 +61,7 @@ def test_failed_delivery_replayed_is_sent_once(scripted: Any) -> None:
     assert listed["payload"]["channel"] == "email" and listed["replayedAt"] is None
     assert "scripted 400" in listed["error"]
 
-    result = replay([letter_id])
+    result = replay(enqueue=enqueue, ids=[letter_id])
     assert (result.replayed, result.skipped, result.failed) == ([letter_id], {}, {})
     wait_settled(expected=2)  # the email and the MemberActivity topic
     [row] = deliveries(channel="email")
@@ -68,9 +69,9 @@ def test_failed_delivery_replayed_is_sent_once(scripted: Any) -> None:
     assert row.attempts == 2  # the failed attempt is kept, the replay added one
     assert len(scripted.channel.calls) == 2
 
-    again = replay([letter_id])
+    again = replay(enqueue=enqueue, ids=[letter_id])
     assert again.replayed == [] and again.skipped == {letter_id: "already replayed"}
-    assert replay(all=True).replayed == []  # nothing pending
+    assert replay(enqueue=enqueue, all=True).replayed == []  # nothing pending
     [listed] = list_dead_letters()
     assert listed["replayedAt"] is not None
     assert len(scripted.channel.calls) == 2  # nothing was sent again
@@ -80,7 +81,7 @@ def test_dead_letter_of_a_delivery_sent_since_is_left_alone(scripted: Any) -> No
     scripted.use("email")
     import_document(directory(person("u1", preferences=EMAIL_ONLY)))
     letter_id = failed_email(scripted)
-    replay([letter_id])
+    replay(enqueue=enqueue, ids=[letter_id])
     wait_settled(expected=2)
     [row] = deliveries(channel="email")
     assert row.status == "sent"
@@ -91,7 +92,7 @@ def test_dead_letter_of_a_delivery_sent_since_is_left_alone(scripted: Any) -> No
         session.flush()
         late_id = late.id
 
-    result = replay(all=True)
+    result = replay(enqueue=enqueue, all=True)
     assert result.replayed == []
     assert result.skipped == {late_id: f"delivery {row.id} is sent, not failed"}
     assert [d["replayedAt"] for d in list_dead_letters() if d["id"] == late_id] == [None]
@@ -101,20 +102,14 @@ def test_dead_letter_of_a_delivery_sent_since_is_left_alone(scripted: Any) -> No
 def test_replay_while_the_broker_is_down_leaves_the_delivery_queued(
     scripted: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kombu.exceptions import OperationalError
-
-    import tasks.send
     from notifier.pipeline import requeue_stalled
 
     scripted.use("email")
     import_document(directory(person("u1", preferences=EMAIL_ONLY)))
     letter_id = failed_email(scripted)
 
-    def broker_down(*args: Any, **kwargs: Any) -> None:
-        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-
-    monkeypatch.setattr(tasks.send, "dispatch", broker_down)
-    assert replay([letter_id]).replayed == [letter_id]
+    broker_unreachable(monkeypatch)
+    assert replay(enqueue=enqueue, ids=[letter_id]).replayed == [letter_id]
     [row] = deliveries(channel="email")
     assert row.status == "queued"
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
@@ -131,9 +126,9 @@ def test_replay_and_list_stay_inside_the_tenant(scripted: Any) -> None:
     letter_b = failed_email(scripted, tenant="gym-b")
     assert [d["id"] for d in list_dead_letters(tenant="gym-a")] == [letter_a]
 
-    result = replay(all=True, tenant="gym-b")
+    result = replay(enqueue=enqueue, all=True, tenant="gym-b")
     assert result.replayed == [letter_b]
-    assert replay([letter_a], tenant="gym-b").skipped == {
+    assert replay(enqueue=enqueue, ids=[letter_a], tenant="gym-b").skipped == {
         letter_a: "no such dead letter in tenant gym-b"
     }
     wait_for(lambda: [d.status for d in deliveries(tenant_id="gym-b", channel="email")] == ["sent"])
@@ -145,8 +140,8 @@ def test_ingest_dead_letters_replay_by_event_id() -> None:
     body = json.dumps(event("payment.success", user="u9", eventId="late-user-1"))
     message = {"Body": body, "MessageId": "m-1", "Attributes": {}}
     # the same message dead-lettered twice (SQS delivered it twice)
-    assert ingest_message(message, QUEUE) == "dead_lettered"
-    assert ingest_message(message, QUEUE) == "dead_lettered"
+    assert ingest_message(message, QUEUE, enqueue) == "dead_lettered"
+    assert ingest_message(message, QUEUE, enqueue) == "dead_lettered"
     first, second = sorted(d["id"] for d in list_dead_letters(tenant=TENANT))
     assert list_dead_letters()[0]["payload"] == {
         "messageId": "m-1",
@@ -155,12 +150,12 @@ def test_ingest_dead_letters_replay_by_event_id() -> None:
         "truncated": False,
     }
 
-    still_bad = replay([first])
+    still_bad = replay(enqueue=enqueue, ids=[first])
     assert still_bad.replayed == [] and "no user 'u9'" in still_bad.failed[first]
     assert [d["replayedAt"] for d in list_dead_letters()] == [None, None]  # still pending
 
     import_document(directory(person("u1"), person("u9")))  # the directory caught up
-    result = replay(all=True)
+    result = replay(enqueue=enqueue, all=True)
     assert result.replayed == [first, second] and result.failed == {}
     with session_scope() as session:
         [stored] = session.scalars(select(Event))
@@ -168,7 +163,7 @@ def test_ingest_dead_letters_replay_by_event_id() -> None:
     rows = wait_settled()
     assert {r.recipient for r in rows} - {"topic:PaymentUpdates"} == {"u9"}
     assert len(rows) == len({(r.recipient, r.channel) for r in rows})  # one set, not two
-    assert replay(all=True).replayed == []
+    assert replay(enqueue=enqueue, all=True).replayed == []
 
 
 def test_cli_lists_and_replays(scripted: Any) -> None:
@@ -176,7 +171,7 @@ def test_cli_lists_and_replays(scripted: Any) -> None:
     import_document(directory(person("u1", preferences=EMAIL_ONLY)))
     letter_id = failed_email(scripted)
     unreadable = {"Body": "{oops", "MessageId": "m-2", "Attributes": {}}
-    ingest_message(unreadable, QUEUE)
+    ingest_message(unreadable, QUEUE, enqueue)
 
     listed = cli("dlq", "list", "--json")
     assert listed.returncode == 0, listed.stderr

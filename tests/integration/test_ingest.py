@@ -29,7 +29,16 @@ from notifier.ingest import (
     to_event,
 )
 from notifier.models import DeadLetter, Event
-from tests.helpers import TENANT, directory, environment, event, person, wait_for
+from tasks import enqueue
+from tests.helpers import (
+    TENANT,
+    broker_unreachable,
+    directory,
+    environment,
+    event,
+    person,
+    wait_for,
+)
 from tests.integration.conftest import wait_settled
 from tests.peers.moto import MotoPeer, moto_peer  # noqa: F401  (the session's moto server)
 from tests.peers.slack import SlackWebhook
@@ -210,7 +219,7 @@ def test_plain_sns_and_eventbridge_messages_become_deliveries(
     )
     queues.send(url, sns_envelope(bridged_via_sns))
 
-    stats = consume(url, stop=threading.Event(), max_batches=1, wait_seconds=1)
+    stats = consume(url, enqueue=enqueue, stop=threading.Event(), max_batches=1, wait_seconds=1)
 
     assert (stats.received, stats.accepted, stats.dead_lettered) == (4, 4, 0)
     stored = events_by_id()
@@ -238,12 +247,12 @@ def test_fifo_deduplication_id_is_the_event_id(queues: Queues) -> None:
     # SQS itself drops a second message with the same deduplication id within 5 minutes
     queues.send(first, changed, MessageGroupId=TENANT, MessageDeduplicationId="order-42")
 
-    stats = consume(first, stop=threading.Event(), max_batches=1, wait_seconds=1)
+    stats = consume(first, enqueue=enqueue, stop=threading.Event(), max_batches=1, wait_seconds=1)
     assert (stats.received, stats.accepted) == (1, 1)
     assert list(events_by_id()) == ["order-42"]
 
     # the same message delivered again (here: through a second queue) is a duplicate
-    again = consume(second, stop=threading.Event(), max_batches=1, wait_seconds=1)
+    again = consume(second, enqueue=enqueue, stop=threading.Event(), max_batches=1, wait_seconds=1)
     assert (again.received, again.accepted, again.duplicates) == (1, 0, 1)
     assert queues.counts(first) == queues.counts(second) == (0, 0)
     assert list(events_by_id()) == ["order-42"]
@@ -266,7 +275,7 @@ def test_poison_messages_are_dead_lettered_and_deleted(
         queues.send(url, body)
 
     with caplog.at_level(logging.DEBUG, logger="notifier"):
-        stats = consume(url, stop=threading.Event(), max_batches=1, wait_seconds=1)
+        stats = consume(url, enqueue=enqueue, stop=threading.Event(), max_batches=1, wait_seconds=1)
 
     assert (stats.received, stats.dead_lettered, stats.accepted) == (6, 6, 0)
     assert queues.counts(url) == (0, 0)  # deleted: they cannot loop
@@ -296,7 +305,7 @@ def test_dead_letters_raise_one_alarm_per_window(queues: Queues) -> None:
         SlackWebhook() as slack,
         environment({"NOTIFIER_ALARM_SLACK_WEBHOOK_URL": slack.url()}, pin_backends=False),
     ):
-        stats = consume(url, stop=threading.Event(), max_batches=1, wait_seconds=1)
+        stats = consume(url, enqueue=enqueue, stop=threading.Event(), max_batches=1, wait_seconds=1)
         assert stats.dead_lettered == 3
         [alarm] = slack.received
     assert (
@@ -310,12 +319,12 @@ def test_database_down_leaves_the_message_in_the_queue(queues: Queues) -> None:
     queues.send(url, event("payment.success", eventId="while-down"))
 
     with environment({"DATABASE_URL": DATABASE_DOWN}, pin_backends=False):
-        down = consume(url, stop=threading.Event(), max_batches=1, wait_seconds=1)
+        down = consume(url, enqueue=enqueue, stop=threading.Event(), max_batches=1, wait_seconds=1)
     assert (down.received, down.left_in_queue, down.accepted) == (1, 1, 0)
     assert queues.counts(url) == (0, 1)  # not deleted: in flight until the timeout
 
     # the database is back; the message returns after its visibility timeout
-    back = consume(url, stop=threading.Event(), max_batches=2, wait_seconds=2)
+    back = consume(url, enqueue=enqueue, stop=threading.Event(), max_batches=2, wait_seconds=2)
     assert back.accepted == 1
     assert list(events_by_id()) == ["while-down"]
     assert queues.counts(url) == (0, 0)
@@ -324,18 +333,12 @@ def test_database_down_leaves_the_message_in_the_queue(queues: Queues) -> None:
 def test_broker_down_keeps_the_event_for_the_recovery_task(
     queues: Queues, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kombu.exceptions import OperationalError
-
     from notifier.pipeline import unplanned_events
-    from tasks.pipeline import plan_event
 
-    def broker_down(*args: Any, **kwargs: Any) -> None:
-        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-
-    monkeypatch.setattr(plan_event, "delay", broker_down)
+    broker_unreachable(monkeypatch)
     url = queues.create()
     queues.send(url, event("payment.success", eventId="broker-down"))
-    stats = consume(url, stop=threading.Event(), max_batches=1, wait_seconds=1)
+    stats = consume(url, enqueue=enqueue, stop=threading.Event(), max_batches=1, wait_seconds=1)
     assert stats.accepted == 1
     assert queues.counts(url) == (0, 0)  # stored: the message is done with
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
@@ -356,7 +359,7 @@ def test_stop_finishes_the_batch_in_hand(queues: Queues) -> None:
     url = queues.create()
     for n in range(3):
         queues.send(url, event("payment.success", eventId=f"batch-{n}"))
-    stats = consume(url, stop=StopRequestedDuringFirstBatch(), wait_seconds=1)
+    stats = consume(url, enqueue=enqueue, stop=StopRequestedDuringFirstBatch(), wait_seconds=1)
     assert (stats.batches, stats.accepted) == (1, 3)
     assert sorted(events_by_id()) == ["batch-0", "batch-1", "batch-2"]
     assert queues.counts(url) == (0, 0)

@@ -15,8 +15,8 @@ from notifier.directory import import_document
 from notifier.models import DeadLetter, Event, OutboxMessage
 from notifier.pipeline import plan, release_deferred
 from notifier.status import event_status
-from tasks.send import dispatch
-from tests.helpers import TENANT, directory, event, person, wait_for
+from tasks import enqueue
+from tests.helpers import TENANT, broker_unreachable, directory, event, person, wait_for
 from tests.integration.conftest import count, deliveries, wait_settled
 
 pytestmark = pytest.mark.usefixtures("db", "celery_worker")
@@ -271,7 +271,7 @@ def test_quiet_hours_defer_then_beat_releases() -> None:
     chunks = release_deferred(now=later)
     assert chunks == [("email", [row.id])]
     assert release_deferred(now=later) == []  # released exactly once
-    dispatch(chunks)
+    enqueue.send_deliveries(chunks)
     [sent] = wait_settled(expected=1)
     assert sent.status == "sent"
 
@@ -405,17 +405,10 @@ def test_a_channel_without_its_settings_is_not_selected(monkeypatch: pytest.Monk
 def test_publish_while_the_broker_is_down_stores_the_event_for_later(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from kombu.exceptions import OperationalError
-
     from notifier.pipeline import unplanned_events
-    from tasks.pipeline import plan_event
 
     import_document(directory(person("u1")))
-
-    def broker_down(*args: Any, **kwargs: Any) -> None:
-        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-
-    monkeypatch.setattr(plan_event, "delay", broker_down)
+    broker_unreachable(monkeypatch)
     event_id = publish(event("member.registered", eventId="while-down"))
     assert event_id == "while-down"
     doc = event_status("while-down")
@@ -426,7 +419,7 @@ def test_publish_while_the_broker_is_down_stores_the_event_for_later(
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
     assert unplanned_events(now=later) == [pk]
     monkeypatch.undo()
-    plan_event.delay(pk)  # what the recovery task does once the broker is back
+    assert enqueue.start_event(pk)  # what the recovery task does once the broker is back
     assert len(wait_settled(expected=3)) == 3
     assert unplanned_events(now=later) == []
 

@@ -44,8 +44,8 @@ from notifier.scans import (
     scan_course_reminders,
     scan_membership_expiry,
 )
+from tasks import enqueue
 from tasks.scheduled import run_scan
-from tasks.send import dispatch
 from tests.helpers import CELERY, event, person, wait_for
 from tests.integration.conftest import count, deliveries, wait_settled
 
@@ -568,7 +568,7 @@ def test_deferred_across_midnight_released_at_the_windows_end_and_sent() -> None
     chunks = release_deferred(now=local(days(1), 8))
     assert sorted(i for _, ids in chunks for i in ids) == sorted(d.id for d in held.values())
     assert released_ids(local(days(1), 8, 1)) == []  # released once
-    dispatch(chunks)
+    enqueue.send_deliveries(chunks)
     wait_for(lambda: {d.status for d in person_deliveries(pk).values()} == {"sent"})
 
 

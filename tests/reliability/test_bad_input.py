@@ -156,6 +156,7 @@ def queue(moto_peer: MotoPeer, members: None) -> Iterator[str]:  # noqa: F811
 @given(bodies=st.lists(events(huge=False), min_size=1, max_size=10))
 def test_sqs_ingest_stores_or_dead_letters_every_message(queue: str, bodies: list[Any]) -> None:
     from notifier.ingest import consume
+    from tasks import enqueue
 
     sqs = boto3.client("sqs")
     for body in bodies:
@@ -164,7 +165,9 @@ def test_sqs_ingest_stores_or_dead_letters_every_message(queue: str, bodies: lis
             continue
         sqs.send_message(QueueUrl=queue, MessageBody=text)
     sent = sum(1 for body in bodies if len(json.dumps(body).encode()) <= 250_000)
-    stats = consume(queue, stop=threading.Event(), max_batches=sent + 2, wait_seconds=0)
+    stats = consume(
+        queue, enqueue=enqueue, stop=threading.Event(), max_batches=sent + 2, wait_seconds=0
+    )
     assert stats.left_in_queue == 0, stats
     assert stats.accepted + stats.duplicates + stats.dead_lettered == sent, stats
     attributes = sqs.get_queue_attributes(

@@ -1,0 +1,102 @@
+"""The one place that puts work on the broker, for every entry point.
+
+`publish()`, `notify`, `POST /events`, SQS ingestion, the scans, the digest flush, dead
+letter replay and the recovery tasks all start an event's canvas with `start_event`, and
+send deliveries and digests with `send_deliveries` and `send_digests`. The broker-down rule
+is written here once: whatever is enqueued is already committed in the database (an accepted
+event, queued deliveries, a queued digest), so when the broker cannot be reached the call
+logs a warning and returns False, and the recovery tasks (`notifier.requeue_stalled`,
+`notifier.flush_digests`) pick the work up once the broker is back. Nothing is lost and the
+caller is not failed for it.
+
+The domain (notifier/) never imports this module or the Celery app: the entry points that
+live there take it as an argument (see `notifier.pipeline.Enqueue`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kombu.exceptions import OperationalError as BrokerUnreachable
+
+import worker  # noqa: F401  (configures the Celery app the tasks below are sent with)
+from notifier.pipeline import Accepted, accept, check_event, store
+
+log = logging.getLogger("notifier.enqueue")
+
+
+def _enqueued(send: Callable[[], Any], what: str, **context: Any) -> bool:
+    """Run one enqueue; on a broker outage log it and return False (the work waits, stored,
+    for the recovery tasks)."""
+    try:
+        send()
+    except BrokerUnreachable as exc:
+        log.warning(
+            f"broker unreachable: {what} stored, sent once the broker is back",
+            extra={**context, "error": type(exc).__name__},
+        )
+        return False
+    return True
+
+
+def start_event(event_pk: int, **context: Any) -> bool:
+    """Start the canvas of one accepted event."""
+    from tasks.pipeline import plan_event
+
+    return _enqueued(lambda: plan_event.delay(event_pk), "event", **context)
+
+
+def start_events(event_pks: Sequence[int]) -> int:
+    """Start the canvas of several accepted events; how many were enqueued."""
+    return sum(start_event(event_pk) for event_pk in event_pks)
+
+
+def send_deliveries(chunks: Sequence[tuple[str, list[int]]]) -> bool:
+    """Enqueue one send task per chunk of queued delivery ids of one channel."""
+    if not chunks:
+        return True
+    from tasks.send import SEND_TASKS
+
+    def send() -> None:
+        for channel, ids in chunks:
+            SEND_TASKS[channel].apply_async(args=(ids,))
+
+    return _enqueued(send, "deliveries", count=sum(len(ids) for _, ids in chunks))
+
+
+def send_digests(digest_ids: Sequence[int]) -> bool:
+    """Enqueue the send task of each queued digest."""
+    if not digest_ids:
+        return True
+    from tasks.digests import send_digest_task
+
+    def send() -> None:
+        for digest_id in digest_ids:
+            send_digest_task.apply_async(args=(digest_id,))
+
+    return _enqueued(send, "digests", count=len(digest_ids))
+
+
+def notify_task() -> Any:
+    """The `notifier.notify` task, bound to the configured app (`from notifier import notify`)."""
+    from tasks.pipeline import notify
+
+    return notify
+
+
+def _started(accepted: Accepted, tenant: Any) -> Accepted:
+    if accepted.event_pk is not None:
+        start_event(accepted.event_pk, event_id=accepted.event_id, tenant=tenant)
+    return accepted
+
+
+def publish(event: dict[str, Any]) -> str:
+    """`notifier.publish`: validate here (raises InvalidEvent), store, start; the event id."""
+    return _started(store(check_event(event)), event.get("tenantId")).event_id
+
+
+def submit(event: dict[str, Any]) -> Accepted:
+    """Accept (a rejection is stored, never raised) and start: SQS ingestion, replay."""
+    return _started(accept(event), event.get("tenantId"))
