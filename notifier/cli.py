@@ -234,6 +234,31 @@ def tenant_api_key(tenant_id: str) -> None:
     click.echo(key)
 
 
+@main.group()
+def operator() -> None:
+    """Console operators: who may log in at /console/."""
+
+
+@operator.command("add")
+@click.argument("name")
+@click.option(
+    "--tenant",
+    "tenants",
+    multiple=True,
+    help="A tenant the operator may see (repeatable); without it, every tenant.",
+)
+def operator_add(name: str, tenants: tuple[str, ...]) -> None:
+    """Create an operator and print their console key once. Only its hash is stored."""
+    from notifier.operators import OperatorProblem, add_operator
+
+    try:
+        key = add_operator(name, list(tenants))
+    except OperatorProblem as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    click.echo(key)
+
+
 @main.command("demo")
 @click.option(
     "--wait",

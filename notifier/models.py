@@ -346,3 +346,36 @@ class Click(Base):
     event_type: Mapped[str] = mapped_column(String(100), default="")
     url: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Operator(Base):
+    """A person who may use the console. `tenant_ids` None: every tenant; else only these."""
+
+    __tablename__ = "operators"
+    __table_args__ = (
+        UniqueConstraint("name", name="uq_operators_name"),
+        UniqueConstraint("key_hash", name="uq_operators_key_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(128))
+    """sha256 hex of the operator's key (the key itself is never stored)."""
+    tenant_ids: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OperatorSession(Base):
+    """A console login: the cookie holds the token, the row only its hash."""
+
+    __tablename__ = "operator_sessions"
+    __table_args__ = (
+        ForeignKeyConstraint(["operator_id"], ["operators.id"], ondelete="CASCADE"),
+        Index("ix_operator_sessions_expires_at", "expires_at"),
+    )
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[int] = mapped_column(Integer)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

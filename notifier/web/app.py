@@ -2,7 +2,8 @@
 
 Routes: POST /events (tenant API key), POST /webhooks/ses, POST /webhooks/line,
 GET /c/<token> (tracked link), GET|POST /u/<token> (one-click unsubscribe), GET /outbox
-(dev only), GET /metrics, GET /healthz, and the OpenAPI document at /openapi.json.
+(dev only), the operator's console under /console/, GET /metrics, GET /healthz, and the
+OpenAPI document at /openapi.json.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from config.settings import get_settings
 from notifier.events import Envelope
-from notifier.web import events_api, links, ops, outbox, webhooks
+from notifier.web import console, events_api, links, ops, outbox, webhooks
 from notifier.web.sns import Fetcher, SnsVerifier, fetch_url
 
 log = logging.getLogger("notifier.web")
@@ -82,6 +83,7 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(links.router)
     app.include_router(ops.router)
+    app.include_router(console.router)
     if settings.outbox_page if outbox_page is None else outbox_page:
         app.include_router(outbox.router)
 

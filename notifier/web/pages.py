@@ -23,19 +23,29 @@ def environment() -> jinja2.Environment:
     )
 
 
-def render_page(name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src * data:; "
+    "frame-src 'self'; form-action 'self'; base-uri 'none'"
+)
+"""The pages load nothing from elsewhere; an email body in the outbox's sandboxed iframe may
+show remote images, nothing more."""
+
+
+def render_page(
+    name: str,
+    context: dict[str, Any],
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """`headers` add to (or override) the security headers every page has."""
     html = environment().get_template(name).render(**context)
     return HTMLResponse(
         html,
         status_code=status_code,
-        # The pages load nothing from elsewhere; an email body in the outbox's sandboxed
-        # iframe may show remote images, nothing more.
         headers={
-            "Content-Security-Policy": (
-                "default-src 'none'; style-src 'unsafe-inline'; img-src * data:; "
-                "frame-src 'self'; form-action 'self'; base-uri 'none'"
-            ),
+            "Content-Security-Policy": PAGE_CSP,
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
+            **(headers or {}),
         },
     )
