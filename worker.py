@@ -12,7 +12,7 @@ from celery import Celery, signals
 
 from beat_schedule import beat_schedule
 from config.celery import celery_config
-from config.settings import get_settings
+from config.settings import InsecureConfiguration, get_settings, require_secret_key
 from notifier.db import dispose_engines
 from notifier.embedded import ensure_redis
 from notifier.logs import configure_logging
@@ -36,6 +36,16 @@ app = create_app()
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
     configure_logging(get_settings().log_level)
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def _refuse_insecure_start(**_: Any) -> None:
+    # SystemExit, not an Exception: Celery logs and ignores exceptions raised by receivers.
+    try:
+        require_secret_key()
+    except InsecureConfiguration as exc:
+        raise SystemExit(f"notifier: {exc}") from None
 
 
 @signals.worker_process_init.connect

@@ -1,29 +1,27 @@
-"""Slack through the tenant's incoming webhook (`slack_sdk.webhook.WebhookClient`).
+"""Slack through the tenant's incoming webhook, a tenant-supplied URL: it follows the
+outbound URL policy (notifier.urlpolicy) when imported and again at each send, where the
+connection itself must reach a public address.
 
 The message is Block Kit (a header with the subject, a mrkdwn section with the text, a
 context line with the event type and priority) plus `text` as the notification fallback.
 The templates render Slack mrkdwn and escape user data themselves, so the text is sent as is.
 
-WebhookClient never raises on HTTP errors; the answer is read per PROVIDERS.md: 2xx sent;
+The answer is read by its status: 2xx sent;
 429 transient honouring Retry-After; 5xx (`rollup_error`) and 408 transient; 401/403/404/410
 (`invalid_token`, `action_prohibited`, `channel_not_found`, `channel_is_archived`,
 `no_service`) disable the webhook for the tenant; 400 (`invalid_payload`...) and other 4xx
-permanent. Timeouts and connection errors are transient. The SDK's own retry handlers are
-off: the pipeline owns retries. The webhook URL is a secret: it never appears in errors,
-raw_response or logs (the SDK gets a logger that never writes its DEBUG lines with the URL).
+permanent. Timeouts and connection errors are transient; the pipeline owns retries. The
+webhook URL is a secret: it never appears in errors, raw_response or logs, and of what the
+host answers only the status and a short error code are kept.
 """
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
-from typing import Any, ClassVar, cast
-from urllib.error import URLError
-from urllib.parse import urlsplit
+from typing import Any, ClassVar
 
-from slack_sdk.errors import SlackRequestError
-from slack_sdk.webhook import WebhookClient, WebhookResponse
+import requests
 
 from channels.base import (
     Channel,
@@ -34,12 +32,9 @@ from channels.base import (
     TransientChannelError,
     parse_retry_after,
 )
+from notifier.urlpolicy import BlockedURL, check_url, guarded_session, sanitized_reason
 
 log = logging.getLogger("notifier.channels.slack")
-
-# The SDK logs the full request URL and body at DEBUG: give it a logger that never does.
-_SDK_LOG = logging.getLogger("notifier.channels.slack.sdk")
-_SDK_LOG.setLevel(logging.WARNING)
 
 HEADER_MAX = 150
 SECTION_MAX = 3000
@@ -62,13 +57,6 @@ def clip(text: str, limit: int) -> str:
     if amp != -1 and ";" not in cut[amp:] and len(cut) - amp < 6:
         cut = cut[:amp]
     return cut.rstrip() + ELLIPSIS
-
-
-def _header(headers: Any, name: str) -> str | None:
-    for key, value in dict(headers or {}).items():
-        if key.lower() == name.lower():
-            return str(value[0] if isinstance(value, list) and value else value)
-    return None
 
 
 class SlackChannel(Channel):
@@ -115,57 +103,43 @@ class SlackChannel(Channel):
         fallback = "\n".join(part for part in (subject, text) if part) or message.event_type
         return {"text": clip(fallback, FALLBACK_MAX), "blocks": blocks}
 
-    def post(self, message: Message, payload: dict[str, Any]) -> WebhookResponse:
+    def post(self, message: Message, payload: dict[str, Any]) -> requests.Response:
         url = (message.address or "").strip()
         if not url:
             raise PermanentChannelError(
                 "the tenant has no Slack webhook URL", **self.error_context(message)
             )
-        if urlsplit(url).scheme.lower() not in ("https", "http") or not urlsplit(url).hostname:
-            raise PermanentChannelError(
-                "the tenant's Slack webhook URL is not an http(s) URL",
-                disable_channel=True,
-                **self.error_context(message),
-            )
-        client = WebhookClient(
-            url=url,
-            timeout=cast(int, self._timeout()),  # urllib takes float seconds
-            logger=_SDK_LOG,
-            retry_handlers=[],  # the pipeline retries, honouring Retry-After
-        )
         try:
-            return client.send(text=payload["text"], blocks=payload["blocks"])
-        except SlackRequestError:
+            check_url(url, "slack")
+            with guarded_session() as session:
+                return session.post(
+                    url, json=payload, timeout=self._timeout(), allow_redirects=False
+                )
+        except BlockedURL as exc:
             raise PermanentChannelError(
-                "the tenant's Slack webhook URL is invalid",
+                f"the tenant's Slack webhook URL is refused: {exc}",
                 disable_channel=True,
                 **self.error_context(message),
             ) from None
-        except TimeoutError:
+        except requests.Timeout:
             raise TransientChannelError(
                 "Slack webhook timed out", **self.error_context(message)
             ) from None
-        except URLError as exc:
-            kind = "timed out" if isinstance(exc.reason, TimeoutError) else "connection error"
-            raise TransientChannelError(
-                f"Slack webhook {kind}", **self.error_context(message)
-            ) from None
-        except (OSError, http.client.HTTPException) as exc:
+        except requests.RequestException as exc:
             raise TransientChannelError(
                 f"Slack webhook connection error ({type(exc).__name__})",
                 **self.error_context(message),
             ) from None
 
-    def parse_response(self, message: Message, response: WebhookResponse) -> DeliveryResult:
+    def parse_response(self, message: Message, response: requests.Response) -> DeliveryResult:
         status = int(response.status_code)
-        body = self._scrub(str(response.body or ""), message.address or "")[:500]
-        raw: dict[str, Any] = {"status": status, "body": body}
+        reason = sanitized_reason(status, response.text[:4096])
+        raw: dict[str, Any] = {"status": status, "reason": reason}
         context = {**self.error_context(message), "status_code": status, "response": raw}
         if 200 <= status < 300:
             return DeliveryResult(status=Status.SENT, provider_message_id=None, raw_response=raw)
-        reason = body.splitlines()[0][:100] if body else f"HTTP {status}"
         if status == 429:
-            retry_after = parse_retry_after(_header(response.headers, "Retry-After"))
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if retry_after is not None:
                 raw["retry_after"] = retry_after
             raise TransientChannelError(
@@ -182,11 +156,3 @@ class SlackChannel(Channel):
     def _timeout(self) -> float:
         raw = os.environ.get("NOTIFIER_SLACK_TIMEOUT", "").strip()
         return float(raw) if raw else self.timeout
-
-    @staticmethod
-    def _scrub(text: str, url: str) -> str:
-        if not url:
-            return text
-        text = text.replace(url, "<webhook>")
-        path = urlsplit(url).path
-        return text.replace(path, "<webhook>") if len(path) > 1 else text

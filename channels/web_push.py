@@ -11,7 +11,10 @@ One delivery goes to every subscription (browser/device) the user has. Per subsc
 - else 413 -> PermanentChannelError (payload too large);
 - else every subscription gone/invalid -> PermanentChannelError "all subscriptions gone".
 
-Endpoints are capability URLs: only their host ever appears in raw_response or errors.
+Endpoints are capability URLs: only their host ever appears in raw_response or errors, and
+of what the push service answers only the status and a short error code are kept. An
+endpoint follows the outbound URL policy (notifier.urlpolicy): a known push service, https,
+and a connection that reaches a public address.
 
 Priority -> push headers (class attributes, so a deployment can change them):
 
@@ -58,6 +61,7 @@ from channels.base import (
     parse_retry_after,
 )
 from notifier import directory
+from notifier.urlpolicy import BlockedURL, check_url, guarded_session, sanitized_reason
 
 log = logging.getLogger("notifier.channels.web_push")
 
@@ -251,11 +255,14 @@ class WebPushChannel(Channel):
         )
         data = payload.decode("utf-8")
         outcomes: list[_Outcome] = []
-        for subscription in subscriptions:
-            outcome = self._push_one(message, subscription, data, vapid, subject, priority, headers)
-            if outcome.outcome == "gone":
-                self._forget(message, subscription["endpoint"], outcome)
-            outcomes.append(outcome)
+        with guarded_session() as session:
+            for subscription in subscriptions:
+                outcome = self._push_one(
+                    message, subscription, data, vapid, subject, priority, headers, session
+                )
+                if outcome.outcome == "gone":
+                    self._forget(message, subscription["endpoint"], outcome)
+                outcomes.append(outcome)
         return outcomes
 
     def parse_response(self, message: Message, response: list[_Outcome]) -> DeliveryResult:
@@ -343,11 +350,13 @@ class WebPushChannel(Channel):
         subject: str,
         priority: str,
         headers: dict[str, str | int | float],
+        session: requests.Session,
     ) -> _Outcome:
         host = _host(subscription["endpoint"])
         if not _valid_keys(subscription):
             return _Outcome(host, "invalid", error="malformed subscription keys")
         try:
+            check_url(subscription["endpoint"], "web_push")
             response = webpush(
                 subscription,
                 data=data,
@@ -357,7 +366,10 @@ class WebPushChannel(Channel):
                 timeout=self._timeout(),
                 ttl=self.ttl[priority],
                 headers=dict(headers),
+                requests_session=session,
             )
+        except BlockedURL as exc:
+            return _Outcome(host, "invalid", error=str(exc))
         except WebPushException as exc:
             if exc.response is None:  # raised before any request: a malformed subscription
                 return _Outcome(host, "invalid", error="malformed subscription")
@@ -383,14 +395,7 @@ class WebPushChannel(Channel):
         status = int(response.status_code)
         if status in ACCEPTED:
             return _Outcome(host, "accepted", status, location=response.headers.get("Location"))
-        extra: dict[str, Any] = {}
-        body = (response.text or "")[:300]
-        path = urlsplit(endpoint).path
-        body = body.replace(endpoint, "<endpoint>")
-        if len(path) > 1:
-            body = body.replace(path, "<endpoint>")
-        if body:
-            extra["body"] = body[:200]
+        extra: dict[str, Any] = {"reason": sanitized_reason(status, (response.text or "")[:4096])}
         if status in GONE:
             return _Outcome(host, "gone", status, extra=extra)
         if status == 413:

@@ -31,6 +31,31 @@ def _float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+def _flag(name: str) -> bool:
+    return _env(name).lower() in ("1", "true", "yes", "on")
+
+
+def _hosts(name: str, defaults: tuple[str, ...]) -> tuple[str, ...]:
+    """Host names (a leading "*." matches any subdomain): the defaults plus a comma list."""
+    extra = tuple(h.strip().lower() for h in _env(name).split(",") if h.strip())
+    return defaults + extra
+
+
+SECRET_KEY_MIN_BYTES = 32
+SLACK_WEBHOOK_HOSTS = ("hooks.slack.com",)
+PUSH_SERVICE_HOSTS = (
+    "fcm.googleapis.com",
+    "updates.push.services.mozilla.com",
+    "web.push.apple.com",
+    "*.push.apple.com",
+    "*.notify.windows.com",
+)
+
+
+class InsecureConfiguration(RuntimeError):
+    """A setting that would make the deployment unsafe; the process refuses to start."""
+
+
 def _offsets(name: str, default: str) -> tuple[int, ...]:
     """A comma-separated list of positive whole numbers ("7,3,1"), largest first."""
     raw = _env(name, default)
@@ -57,7 +82,9 @@ class Settings:
     broker_url: str
     """Empty when no broker is configured: the embedded Redis is used."""
     result_backend: str
-    secret_key: str
+    secret_key: str = field(repr=False)
+    """Signs unsubscribe and click links; at least 32 bytes, required by the web app, the
+    workers and Beat (`notifier dev` makes one under NOTIFIER_HOME)."""
     log_level: str
     quiet_hours_policy: str
     send_chunk_size: int
@@ -102,6 +129,21 @@ class Settings:
     retention_days: int = 90
     """Events, deliveries, outbox messages and replayed dead letters older than this go."""
     cleanup_interval_seconds: float = 3600.0
+    allow_private_urls: bool = False
+    """Lift the outbound URL policy for tenant-supplied URLs (http, loopback and private
+    addresses, any host): for tests against local peers and development only."""
+    slack_webhook_hosts: tuple[str, ...] = SLACK_WEBHOOK_HOSTS
+    """Hosts a tenant's Slack webhook may point at: hooks.slack.com plus
+    NOTIFIER_SLACK_WEBHOOK_HOSTS (comma-separated; "*.example.com" matches subdomains)."""
+    push_service_hosts: tuple[str, ...] = PUSH_SERVICE_HOSTS
+    """Push services a Web Push endpoint may point at: the browsers' own plus
+    NOTIFIER_PUSH_SERVICE_HOSTS."""
+    max_request_bytes: int = 4 * 1024 * 1024
+    """Largest HTTP request body the web app reads; larger ones get 413 before parsing."""
+    metrics_token: str = field(default="", repr=False)
+    """When set, GET /metrics needs `Authorization: Bearer <token>`."""
+    api_docs: bool = False
+    """Serve /docs and /openapi.json (NOTIFIER_API_DOCS=1)."""
 
     @property
     def uses_embedded_broker(self) -> bool:
@@ -151,7 +193,7 @@ def load_settings() -> Settings:
         database_url=database_url,
         broker_url=broker_url,
         result_backend=_env("CELERY_RESULT_BACKEND"),
-        secret_key=_env("NOTIFIER_SECRET_KEY", "dev-insecure-secret-change-me"),
+        secret_key=_env("NOTIFIER_SECRET_KEY"),
         log_level=_env("NOTIFIER_LOG_LEVEL", "INFO").upper(),
         quiet_hours_policy=_env("NOTIFIER_QUIET_HOURS_POLICY", "defer").lower(),
         send_chunk_size=_int("NOTIFIER_SEND_CHUNK_SIZE", 100),
@@ -191,7 +233,36 @@ def load_settings() -> Settings:
         digest_flush_interval_seconds=_float("NOTIFIER_DIGEST_FLUSH_INTERVAL", 5.0),
         retention_days=_int("NOTIFIER_RETENTION_DAYS", 90),
         cleanup_interval_seconds=_float("NOTIFIER_CLEANUP_INTERVAL", 3600.0),
+        allow_private_urls=_flag("NOTIFIER_ALLOW_PRIVATE_URLS"),
+        slack_webhook_hosts=_hosts("NOTIFIER_SLACK_WEBHOOK_HOSTS", SLACK_WEBHOOK_HOSTS),
+        push_service_hosts=_hosts("NOTIFIER_PUSH_SERVICE_HOSTS", PUSH_SERVICE_HOSTS),
+        max_request_bytes=_int("NOTIFIER_MAX_REQUEST_BYTES", 4 * 1024 * 1024),
+        metrics_token=_env("NOTIFIER_METRICS_TOKEN"),
+        api_docs=_flag("NOTIFIER_API_DOCS"),
     )
+
+
+def secret_key_problem(key: str) -> str | None:
+    """Why `key` cannot sign links, or None."""
+    if not key:
+        return "NOTIFIER_SECRET_KEY is not set"
+    if len(key.encode()) < SECRET_KEY_MIN_BYTES:
+        return f"NOTIFIER_SECRET_KEY is shorter than {SECRET_KEY_MIN_BYTES} bytes"
+    if len(set(key)) < 10:  # "change-me" repeated, "aaaa...": not a secret
+        return "NOTIFIER_SECRET_KEY is not random (too few distinct characters)"
+    return None
+
+
+def require_secret_key(settings: Settings | None = None) -> str:
+    """The signing key, or InsecureConfiguration saying how to make one."""
+    key = (settings or get_settings()).secret_key
+    problem = secret_key_problem(key)
+    if problem:
+        raise InsecureConfiguration(
+            f"{problem}: generate one with `python -c 'import secrets; "
+            f"print(secrets.token_urlsafe(48))'` and set it for the web app, workers and Beat"
+        )
+    return key
 
 
 @lru_cache(maxsize=1)

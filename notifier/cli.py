@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from typing import Any, TextIO
 
 import click
 
-from config.settings import get_settings, reset_settings
+from config.settings import get_settings, reset_settings, secret_key_problem
 
 SETTLED = {"sent", "failed", "suppressed", "skipped", "deferred", "batched"}
 
@@ -208,7 +209,14 @@ def web(host: str, port: int) -> None:
     /healthz; /outbox when NOTIFIER_OUTBOX_PAGE is on) with uvicorn."""
     import uvicorn
 
-    click.echo(f"serving on http://{host}:{port}  (OpenAPI: /docs)")
+    from config.settings import InsecureConfiguration, require_secret_key
+
+    try:
+        require_secret_key()
+    except InsecureConfiguration as exc:
+        raise click.ClickException(str(exc)) from None
+    docs = "  (OpenAPI: /docs)" if get_settings().api_docs else ""
+    click.echo(f"serving on http://{host}:{port}{docs}")
     # log_config=None keeps the JSON logging; access lines (their URLs carry signed link
     # tokens) stay below the CLI's default WARNING level.
     uvicorn.run("notifier.web.app:app", host=host, port=port, log_config=None)
@@ -281,7 +289,23 @@ def _children_env(broker_url: str) -> dict[str, str]:
         "REDIS_URL": broker_url,
         "DATABASE_URL": settings.database_url,
         "NOTIFIER_HOME": str(settings.home),
+        "NOTIFIER_SECRET_KEY": settings.secret_key,
     }
+
+
+def _dev_secret_key(home: Path) -> str:
+    """NOTIFIER_SECRET_KEY for this machine's stack: made once, kept owner-only under
+    NOTIFIER_HOME, so links sent yesterday still verify today."""
+    from notifier.files import private_dir, private_file
+
+    path = home / "secret_key"
+    key = path.read_text().strip() if path.exists() else ""
+    if secret_key_problem(key):
+        key = secrets.token_urlsafe(48)
+        private_file(path).write_text(key + "\n")
+    private_dir(home)
+    private_file(path)
+    return key
 
 
 @main.command()
@@ -318,9 +342,12 @@ def dev(
     everything."""
     from channels.registry import available_backends
     from notifier.embedded import ensure_redis, stop_redis
+    from notifier.files import private_dir, private_file
     from notifier.migrate import upgrade
 
     settings = get_settings()
+    if secret_key_problem(settings.secret_key):
+        os.environ["NOTIFIER_SECRET_KEY"] = _dev_secret_key(settings.home)
     started_redis = not settings.broker_url
     broker_url = settings.broker_url or ensure_redis(settings.home)
     os.environ["REDIS_URL"] = broker_url
@@ -330,11 +357,11 @@ def dev(
     click.echo(f"broker:   {broker_url}" + ("  (embedded)" if started_redis else ""))
     for channel, backend in available_backends().items():
         click.echo(f"channel {channel:<9} -> {backend}")
+    settings = get_settings()
     env = _children_env(broker_url)
     # Links in messages (unsubscribe, tracked clicks) point at this web app.
     env.setdefault("NOTIFIER_PUBLIC_BASE_URL", f"http://localhost:{web_port}")
-    logs = settings.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = private_dir(settings.home / "logs")
     commands = {
         "worker": [
             "worker",
@@ -348,7 +375,8 @@ def dev(
         "beat": ["beat", "--loglevel", "INFO"],
     }
     if flower:
-        commands["flower"] = ["flower", f"--port={flower_port}"]
+        # Flower shows task arguments and tracebacks, and has no login: this machine only.
+        commands["flower"] = ["flower", "--address=127.0.0.1", f"--port={flower_port}"]
     argvs = {
         name: [sys.executable, "-m", "celery", "-A", "worker", *args]
         for name, args in commands.items()
@@ -356,11 +384,12 @@ def dev(
     envs = dict.fromkeys(argvs, env)
     if web:
         argvs["web"] = [sys.executable, "-m", "notifier.cli", "web", "--port", str(web_port)]
-        # The outbox page shows every tenant's messages: only this local stack serves it.
-        envs["web"] = {**env, "NOTIFIER_OUTBOX_PAGE": "1"}
+        # The outbox page shows every tenant's messages: only this local stack (on
+        # 127.0.0.1) serves it, and the API docs.
+        envs["web"] = {**env, "NOTIFIER_OUTBOX_PAGE": "1", "NOTIFIER_API_DOCS": "1"}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for name, argv in argvs.items():
-        log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 (lives as long as the child)
+        log_file = open(private_file(logs / f"{name}.log"), "ab")  # noqa: SIM115 (lives as long as the child)
         procs[name] = subprocess.Popen(
             argv,
             env=envs[name],
@@ -369,7 +398,7 @@ def dev(
         )
         click.echo(f"started {name} (pid {procs[name].pid}), log: {logs / (name + '.log')}")
     if flower:
-        click.echo(f"Flower:   http://localhost:{flower_port}")
+        click.echo(f"Flower:   http://127.0.0.1:{flower_port}")
     if web:
         click.echo(f"Web:      http://127.0.0.1:{web_port}  (outbox: /outbox, API: /docs)")
     try:

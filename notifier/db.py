@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Dialect, Engine, create_engine, event
@@ -13,6 +14,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import get_settings
+from notifier.files import private_file
 
 _engines: dict[str, Engine] = {}
 _factories: dict[tuple[Engine, bool], sessionmaker[Session]] = {}
@@ -57,9 +59,9 @@ def get_engine(url: str | None = None) -> Engine:
         if url.startswith("sqlite"):
             path = url.split(":///", 1)[-1]
             if path and path != ":memory:":
-                from pathlib import Path
-
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                database = Path(path)
+                database.parent.mkdir(parents=True, exist_ok=True)
+                private_file(database)
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 from sqlalchemy import ARRAY, Select, String, and_, any_, bindparam, delete, select
 from sqlalchemy.orm import Session
@@ -25,6 +25,24 @@ from notifier.models import (
     WebPushSubscription,
 )
 from notifier.selection import Person
+from notifier.urlpolicy import BlockedURL, Purpose, check_url
+
+
+def _allowed_url(purpose: Purpose) -> AfterValidator:
+    """A URL field that follows the outbound URL policy (checked again at each send)."""
+
+    def check(url: str) -> str:
+        try:
+            check_url(url, purpose)
+        except BlockedURL as exc:
+            raise ValueError(str(exc)) from None
+        return url
+
+    return AfterValidator(check)
+
+
+SlackWebhookURL = Annotated[str, _allowed_url("slack")]
+PushEndpoint = Annotated[str, Field(min_length=1, max_length=1024), _allowed_url("web_push")]
 
 
 class _Doc(BaseModel):
@@ -36,7 +54,7 @@ class TenantDoc(_Doc):
     name: str
     timezone: str = "UTC"
     locale: str = "en"
-    slack_webhook_url: str | None = None
+    slack_webhook_url: SlackWebhookURL | None = None
     line_channel_access_token: str | None = None
     branding: dict[str, Any] = Field(default_factory=dict)
     quiet_hours_policy: str | None = Field(default=None, pattern="^(defer|drop)$")
@@ -48,7 +66,7 @@ class PushKeys(BaseModel):
 
 
 class PushSubscriptionDoc(BaseModel):
-    endpoint: str = Field(min_length=1, max_length=1024)
+    endpoint: PushEndpoint
     keys: PushKeys
 
 

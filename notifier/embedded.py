@@ -13,6 +13,8 @@ from pathlib import Path
 
 import redis
 
+from notifier.files import private_dir
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -39,7 +41,7 @@ DURABLE_REDIS = ("--appendonly", "yes", "--save", "", "--maxmemory-policy", "noe
 
 def ensure_redis(home: Path) -> str:
     """Return the URL of this home's embedded Redis, starting it if it is not running."""
-    home.mkdir(parents=True, exist_ok=True)
+    private_dir(home)
     url_file = home / "redis.url"
     with open(home / "redis.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -41,7 +41,7 @@ class InvalidEvent(ValueError):
 class _Data(BaseModel):
     """Event data: camelCase on the wire, unknown fields kept."""
 
-    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel)
 
 
 class _MoneyMixin(_Data):
@@ -165,7 +165,7 @@ EVENT_TYPES: tuple[str, ...] = tuple(DATA_SCHEMAS)
 
 
 class Metadata(BaseModel):
-    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel)
 
     user_id: str | None = Field(default=None, min_length=1, max_length=128)
     priority: Priority | None = None
@@ -173,7 +173,9 @@ class Metadata(BaseModel):
 
 
 class Envelope(BaseModel):
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+    # Wire names only: `tenant_id` is an unknown field here, not another spelling of
+    # `tenantId`, so a check of the tenant can never read a different field than this model.
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel)
 
     event_id: str | None = Field(default=None, min_length=1, max_length=200)
     event_type: str = Field(min_length=1, max_length=100)

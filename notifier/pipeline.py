@@ -59,6 +59,8 @@ class Accepted:
     status: EventStatus
     errors: list[dict[str, str]] = field(default_factory=list)
     event_pk: int | None = None
+    conflict: bool = False
+    """A duplicate whose content differs from the stored event's: it is dropped."""
 
     def as_result(self) -> dict[str, Any]:
         return {"event_id": self.event_id, "status": str(self.status), "errors": self.errors}
@@ -92,9 +94,17 @@ def directory_errors(session: Session, event: ValidEvent) -> list[dict[str, str]
     return []
 
 
-def check_event(raw: Any) -> ValidEvent:
-    """Full validation as the caller sees it: schema, then directory. Raises InvalidEvent."""
+OTHER_TENANT = {"field": "tenantId", "message": "this API key sends its own tenant's events only"}
+
+
+def check_event(raw: Any, tenant_id: str | None = None) -> ValidEvent:
+    """Full validation as the caller sees it: schema, then directory. Raises InvalidEvent.
+
+    With `tenant_id` (the tenant of an API key), an event of any other tenant is refused
+    before the directory is asked anything, so the answer says nothing about that tenant."""
     event = validate_event(raw, get_settings().max_payload_bytes)
+    if tenant_id is not None and event.tenant_id != tenant_id:
+        raise InvalidEvent([OTHER_TENANT])
     with session_scope() as session:
         errors = directory_errors(session, event)
     if errors:
@@ -224,8 +234,23 @@ def store(event: ValidEvent, session: Session | None = None) -> Accepted:
     ).scalar()
     if revived is not None:
         return Accepted(event.event_id, EventStatus.ACCEPTED, [], revived)
+    stored = session.scalar(
+        select(Event.payload).where(
+            Event.tenant_id == event.tenant_id, Event.event_id == event.event_id
+        )
+    )
+    conflict = _content(stored) != _content(event.to_wire())
     log.info("duplicate event", extra={"event_id": event.event_id, "tenant": event.tenant_id})
+    if conflict:
+        errors = [{"field": "eventId", "message": "already used by an event with other content"}]
+        return Accepted(event.event_id, EventStatus.DUPLICATE, errors, conflict=True)
     return Accepted(event.event_id, EventStatus.DUPLICATE)
+
+
+def _content(wire: Any) -> Any:
+    """What makes two events with one eventId the same event: all but the timestamp (a
+    retrying sender may stamp its resend anew)."""
+    return {k: v for k, v in wire.items() if k != "timestamp"} if isinstance(wire, dict) else wire
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Signed tokens for links in messages (one-click unsubscribe, click tracking).
 
 A token is base64url(JSON) + "." + base64url(HMAC-SHA256(secret, JSON)); tampering with
-either part makes `verify` fail.
+either part makes `verify` fail. The secret is NOTIFIER_SECRET_KEY: nothing is signed or
+verified without a real one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from html import unescape
 from typing import Any
 from urllib.parse import urlsplit
 
-from config.settings import get_settings
+from config.settings import get_settings, require_secret_key
+
+MAX_TOKEN_CHARS = 4096
+"""Far above any token we make (a click token carries one URL of at most 2,048 characters)."""
 
 
 class BadSignature(ValueError):
@@ -31,7 +35,7 @@ def _unb64(text: str) -> bytes:
 
 
 def _mac(body: bytes, purpose: str) -> bytes:
-    key = f"{get_settings().secret_key}:{purpose}".encode()
+    key = f"{require_secret_key()}:{purpose}".encode()
     return hmac.new(key, body, hashlib.sha256).digest()
 
 
@@ -41,15 +45,22 @@ def sign(payload: dict[str, Any], purpose: str) -> str:
 
 
 def verify(token: str, purpose: str) -> dict[str, Any]:
+    """The token's payload; BadSignature (and nothing else) for anything but a token we
+    signed for `purpose`."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise BadSignature("oversized token")
     try:
         body_part, mac_part = token.split(".", 1)
         body = _unb64(body_part)
         given = _unb64(mac_part)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
         raise BadSignature("malformed token") from exc
     if not hmac.compare_digest(given, _mac(body, purpose)):
         raise BadSignature("bad signature")
-    payload = json.loads(body)
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # only reachable with the secret key
+        raise BadSignature("bad payload") from exc
     if not isinstance(payload, dict):
         raise BadSignature("bad payload")
     return payload

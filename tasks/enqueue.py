@@ -92,9 +92,10 @@ def _started(accepted: Accepted, tenant: Any) -> Accepted:
     return accepted
 
 
-def publish(event: dict[str, Any]) -> str:
-    """`notifier.publish`: validate here (raises InvalidEvent), store, start; the event id."""
-    return _started(store(check_event(event)), event.get("tenantId")).event_id
+def publish_outcome(event: dict[str, Any], tenant_id: str | None = None) -> Accepted:
+    """`notifier.publish`: validate here (raises InvalidEvent; with `tenant_id`, an event of
+    another tenant is invalid), store, start; how the event was taken."""
+    return _started(store(check_event(event, tenant_id)), event.get("tenantId"))
 
 
 def submit(event: dict[str, Any]) -> Accepted:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,10 @@ os.environ.setdefault("NOTIFIER_SEND_BACKOFF_MAX", "2")
 # Queues of our own: test sessions running at once on one broker never take each other's tasks.
 os.environ.setdefault("NOTIFIER_QUEUE_PREFIX", f"test-{uuid.uuid4().hex[:8]}-")
 os.environ.setdefault("NOTIFIER_SEND_MAX_RETRIES", "3")
+# A real key per session (the app, workers and Beat refuse to start without one), and the
+# local peers the channels are tested against live on 127.0.0.1 over http.
+os.environ.setdefault("NOTIFIER_SECRET_KEY", secrets.token_urlsafe(48))
+os.environ.setdefault("NOTIFIER_ALLOW_PRIVATE_URLS", "1")
 
 
 def pytest_report_header() -> list[str]:

@@ -2,8 +2,9 @@
 
 Routes: POST /events (tenant API key), POST /webhooks/ses, POST /webhooks/line,
 GET /c/<token> (tracked link), GET|POST /u/<token> (one-click unsubscribe), GET /outbox
-(dev only), the operator's console under /console/, GET /metrics, GET /healthz, and the
-OpenAPI document at /openapi.json.
+(dev only, localhost only), the operator's console under /console/, GET /metrics (Bearer NOTIFIER_METRICS_TOKEN when set), GET
+/healthz, and /docs with the OpenAPI document at /openapi.json when NOTIFIER_API_DOCS=1.
+Every request body is capped at NOTIFIER_MAX_REQUEST_BYTES before it is parsed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
@@ -21,9 +22,10 @@ from pydantic.json_schema import models_json_schema
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from config.settings import get_settings
+from config.settings import get_settings, require_secret_key
 from notifier.events import Envelope
 from notifier.web import console, events_api, links, ops, outbox, webhooks
+from notifier.web.guards import BodyLimit, dev_host_only
 from notifier.web.sns import Fetcher, SnsVerifier, fetch_url
 
 log = logging.getLogger("notifier.web")
@@ -64,16 +66,23 @@ def create_app(
     cert_fetcher: Fetcher = fetch_url,
     celery_app: Callable[[], Celery] = _worker_app,
     outbox_page: bool | None = None,
+    api_docs: bool | None = None,
 ) -> FastAPI:
     """`cert_fetcher` GETs SNS certificates and SubscribeURLs; `celery_app` gives the Celery
-    app whose broker /healthz and /metrics look at; `outbox_page` overrides
-    NOTIFIER_OUTBOX_PAGE."""
+    app whose broker /healthz and /metrics look at; `outbox_page` and `api_docs` override
+    NOTIFIER_OUTBOX_PAGE and NOTIFIER_API_DOCS."""
     settings = get_settings()
+    require_secret_key(settings)  # the app signs and verifies links: no default key
+    docs = settings.api_docs if api_docs is None else api_docs
     app = FastAPI(
         title="notifier",
         version="0.1.0",
         description="Events in, notifications out: the notifier's HTTP API and webhooks.",
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
     )
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.state.sns_verifier = SnsVerifier(settings.ses_feedback_topic_arns, cert_fetcher)
     app.state.celery_app = celery_app
     registry = CollectorRegistry(auto_describe=False)
@@ -85,7 +94,7 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(console.router)
     if settings.outbox_page if outbox_page is None else outbox_page:
-        app.include_router(outbox.router)
+        app.include_router(outbox.router, dependencies=[Depends(dev_host_only)])
 
     async def database_down(request: Request, exc: Exception) -> JSONResponse:
         log.error("database unavailable", extra={"error": type(exc).__name__})

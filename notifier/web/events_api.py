@@ -1,10 +1,16 @@
 """POST /events: the backend's HTTP way in, the same validation and enqueueing as
 `notifier.publish`, authenticated per tenant.
 
-Status codes: 200 when every event was queued; 422 when any was rejected (the body lists
-each event's outcome, and the valid ones ARE queued: resending the whole batch is safe,
-events are idempotent by eventId); 400 malformed JSON or an empty batch; 401 no or bad API
-key; 413 more than MAX_BATCH events or an oversized body; 503 the database is down. (With
+The API key's tenant is the only tenant: an event is validated first, and one whose
+validated `tenantId` is another tenant's is rejected before anything about that tenant is
+looked up.
+
+Status codes: 200 when every event was queued or is an exact duplicate of one already
+taken; 409 when an event reuses an eventId with other content (answered `duplicate`, and
+dropped); 422 when any was rejected (the body lists each event's outcome, and the valid
+ones ARE queued: resending the whole batch is safe, events are idempotent by eventId); 400
+malformed JSON or an empty batch; 401 no or bad API key; 413 more than MAX_BATCH events or
+an oversized body; 503 the database is down. (With
 the broker down an event is still accepted: publish stores it, and it is planned once the
 broker is back.)
 """
@@ -20,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from config.settings import get_settings
-from notifier import publish
+from notifier import publish_outcome
 from notifier.events import InvalidEvent
 from notifier.web.auth import key_from_headers, tenant_for_key
 from notifier.web.bodies import Problem, parse_json_body, read_body
@@ -28,7 +34,8 @@ from notifier.web.bodies import Problem, parse_json_body, read_body
 log = logging.getLogger("notifier.web.events")
 
 MAX_BATCH = 100
-"""Events per request; the body limit is MAX_BATCH times NOTIFIER_MAX_PAYLOAD_BYTES."""
+"""Events per request; the body is at most NOTIFIER_MAX_REQUEST_BYTES (and MAX_BATCH times
+NOTIFIER_MAX_PAYLOAD_BYTES)."""
 MAX_DEPTH = 32
 """How deeply an event's JSON may nest: far more than any event needs, and far below where
 validation and serialisation run out of stack."""
@@ -49,12 +56,15 @@ class EventResult(_Camel):
     event_id: str | None = Field(
         description="The event's id (given, or the hash of the event); null when unknown."
     )
-    status: Literal["queued", "rejected"]
+    status: Literal["queued", "duplicate", "rejected"] = Field(
+        description="duplicate: the eventId was taken already (the event is not sent again)"
+    )
     errors: list[FieldError] = Field(default_factory=list)
 
 
 class EventsResponse(_Camel):
     queued: int
+    duplicate: int
     rejected: int
     results: list[EventResult] = Field(description="One per event, in the order sent.")
 
@@ -109,22 +119,9 @@ def shape_problem(value: Any) -> str | None:
 
 
 def submit_events(items: list[Any], tenant_id: str) -> list[EventResult]:
-    """Publish each event of the key's tenant; an event naming another tenant is rejected
-    without looking that tenant up (its existence is none of the caller's business)."""
+    """Publish each event as the key's tenant (see the module's docstring)."""
     results: list[EventResult] = []
     for raw in items:
-        claimed = raw.get("tenantId") if isinstance(raw, dict) else None
-        if isinstance(claimed, str) and claimed != tenant_id:
-            errors = [
-                FieldError(
-                    field="tenantId",
-                    message=f"this API key sends events of tenant {tenant_id!r} only",
-                )
-            ]
-            results.append(
-                EventResult(event_id=_claimed_event_id(raw), status="rejected", errors=errors)
-            )
-            continue
         problem = shape_problem(raw)
         if problem:
             errors = [FieldError(field="event", message=problem)]
@@ -133,15 +130,27 @@ def submit_events(items: list[Any], tenant_id: str) -> list[EventResult]:
             )
             continue
         try:
-            event_id = publish(raw)
+            taken = publish_outcome(raw, tenant_id=tenant_id)
         except InvalidEvent as exc:
             errors = [FieldError(**error) for error in exc.errors]
             results.append(
                 EventResult(event_id=_claimed_event_id(raw), status="rejected", errors=errors)
             )
         else:
-            results.append(EventResult(event_id=event_id, status="queued"))
+            status: Literal["queued", "duplicate"] = (
+                "queued" if taken.event_pk is not None else "duplicate"
+            )
+            errors = [FieldError(**error) for error in taken.errors]
+            results.append(EventResult(event_id=taken.event_id, status=status, errors=errors))
     return results
+
+
+def _status_code(results: list[EventResult]) -> int:
+    if any(r.status == "rejected" for r in results):
+        return 422
+    if any(r.status == "duplicate" and r.errors for r in results):
+        return 409
+    return 200
 
 
 _EVENT = {"$ref": "#/components/schemas/Event"}
@@ -167,6 +176,10 @@ REQUEST_BODY = {
     responses={
         400: {"model": Problem, "description": "Malformed JSON or an empty batch"},
         401: {"model": Problem, "description": "No API key, or a wrong one"},
+        409: {
+            "model": EventsResponse,
+            "description": "An event reuses an eventId with other content (it is dropped)",
+        },
         413: {"model": Problem, "description": "Over 100 events, or the body is too large"},
         422: {"model": EventsResponse, "description": "At least one event was rejected"},
         503: {"model": Problem, "description": "The database is unavailable"},
@@ -176,18 +189,26 @@ REQUEST_BODY = {
 async def post_events(
     request: Request, response: Response, tenant_id: str = Depends(api_tenant)
 ) -> EventsResponse:
-    raw = await read_body(request, get_settings().max_payload_bytes * MAX_BATCH)
-    payload = parse_json_body(raw)
+    settings = get_settings()
+    raw = await read_body(
+        request, min(settings.max_request_bytes, settings.max_payload_bytes * MAX_BATCH)
+    )
+    payload = await run_in_threadpool(parse_json_body, raw)  # a large body parses off the loop
     items = payload if isinstance(payload, list) else [payload]
     if not items:
         raise HTTPException(400, f"an empty batch: send 1 to {MAX_BATCH} events")
     if len(items) > MAX_BATCH:
         raise HTTPException(413, f"a batch holds at most {MAX_BATCH} events; got {len(items)}")
     results = await run_in_threadpool(submit_events, items, tenant_id)
-    queued = sum(1 for r in results if r.status == "queued")
-    response.status_code = 200 if queued == len(results) else 422
+    counts = {s: sum(1 for r in results if r.status == s) for s in ("queued", "duplicate")}
+    response.status_code = _status_code(results)
     log.info(
         "events received",
-        extra={"tenant": tenant_id, "count": len(results), "status": f"{queued} queued"},
+        extra={"tenant": tenant_id, "count": len(results), "status": f"{counts['queued']} queued"},
     )
-    return EventsResponse(queued=queued, rejected=len(results) - queued, results=results)
+    return EventsResponse(
+        queued=counts["queued"],
+        duplicate=counts["duplicate"],
+        rejected=len(results) - sum(counts.values()),
+        results=results,
+    )

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeGuard
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -22,6 +22,9 @@ log = logging.getLogger("notifier.web.links")
 router = APIRouter(tags=["links"])
 
 BAD_LINK = 400
+MAX_ID = 2**63 - 1
+"""Delivery ids are 64-bit: a larger number in a token is refused, not sent to the database."""
+MAX_URL_CHARS = 2048
 
 
 class BadLink(ValueError):
@@ -35,11 +38,20 @@ def click_target(token: str) -> dict[str, Any]:
     except BadSignature as exc:
         raise BadLink(str(exc)) from exc
     url = payload.get("u")
-    if not isinstance(url, str) or not is_web_url(url):
+    if not isinstance(url, str) or len(url) > MAX_URL_CHARS or not is_web_url(url):
         raise BadLink("not an http(s) link")
-    if not isinstance(payload.get("t"), str):
+    if not _short_text(payload.get("t"), 128):
         raise BadLink("no tenant")
+    delivery_id = payload.get("d")
+    if delivery_id is not None and not (
+        type(delivery_id) is int and 0 < delivery_id <= MAX_ID  # bool is not an id
+    ):
+        raise BadLink("bad delivery id")
     return payload
+
+
+def _short_text(value: Any, limit: int) -> TypeGuard[str]:
+    return isinstance(value, str) and 0 < len(value) <= limit
 
 
 def record_click(payload: dict[str, Any]) -> None:
@@ -48,7 +60,7 @@ def record_click(payload: dict[str, Any]) -> None:
         session.add(
             Click(
                 tenant_id=payload["t"],
-                delivery_id=delivery_id if isinstance(delivery_id, int) else None,
+                delivery_id=delivery_id,
                 channel=str(payload.get("c") or "")[:16],
                 event_type=str(payload.get("e") or "")[:100],
                 url=payload["u"],
@@ -87,9 +99,11 @@ def unsubscribe_target(token: str) -> tuple[str, str, str]:
     except BadSignature as exc:
         raise BadLink(str(exc)) from exc
     tenant_id, user_id, channel = payload.get("t"), payload.get("u"), payload.get("c")
-    if not (isinstance(tenant_id, str) and isinstance(user_id, str) and channel in PREFERENCE_KEYS):
+    if not (_short_text(tenant_id, 128) and _short_text(user_id, 128)):
         raise BadLink("incomplete token")
-    return tenant_id, user_id, str(channel)
+    if not isinstance(channel, str) or channel not in PREFERENCE_KEYS:
+        raise BadLink("incomplete token")
+    return tenant_id, user_id, channel
 
 
 def tenant_name(tenant_id: str) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from celery import Celery
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -25,6 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from notifier.db import get_engine, session_scope
 from notifier.models import Delivery, DeliveryStatus, Event, utcnow
+from notifier.web.guards import metrics_token
 
 log = logging.getLogger("notifier.web.ops")
 
@@ -141,7 +142,11 @@ def metrics_text(registry: CollectorRegistry) -> bytes:
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}},
+        401: {"description": "NOTIFIER_METRICS_TOKEN is set and the request lacks it"},
+    },
+    dependencies=[Depends(metrics_token)],
 )
 async def metrics(request: Request) -> Response:
     body = await run_in_threadpool(metrics_text, request.app.state.metrics_registry)

@@ -73,7 +73,7 @@ def test_success_sends_blocks_and_fallback_text(slack: SlackWebhook) -> None:
 
     assert result.status is Status.SENT
     assert result.provider_message_id is None
-    assert result.raw_response == {"status": 200, "body": "ok"}
+    assert result.raw_response == {"status": 200, "reason": "HTTP 200 ok"}
     [req] = slack.received
     assert req.error is None
     assert req.path == f"/services/{SECRET_PATH}"
@@ -166,7 +166,7 @@ def test_500_rollup_error_is_transient(slack: SlackWebhook) -> None:
         send(message(slack.url(SECRET_PATH)))
 
     assert err.value.status_code == 500
-    assert err.value.response == {"status": 500, "body": "rollup_error"}
+    assert err.value.response == {"status": 500, "reason": "HTTP 500 rollup_error"}
     assert len(slack.received) == 1
     assert_no_secret(err.value)
 
@@ -211,7 +211,7 @@ def test_gone_or_forbidden_webhook_disables_the_channel(
 
     assert err.value.disable_channel is True
     assert err.value.status_code == status
-    assert err.value.response == {"status": status, "body": code}
+    assert err.value.response == {"status": status, "reason": f"HTTP {status} {code}"}
     assert_no_secret(err.value)
 
 

@@ -22,5 +22,10 @@ def test_compose_has_the_production_services() -> None:
         assert service["environment"]["REDIS_URL"].startswith("redis://redis:")
         assert service["environment"]["DATABASE_URL"].startswith("postgresql://")
         assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    secret = services["web"]["environment"]["NOTIFIER_SECRET_KEY"]
+    assert secret.startswith("${NOTIFIER_SECRET_KEY:?"), "the key must be required, no default"
+    flower = services["flower"]
+    assert any(arg.startswith("--basic-auth=${FLOWER_BASIC_AUTH:?") for arg in flower["command"])
+    assert all(port.startswith("127.0.0.1:") for port in flower["ports"])
     for volume in ("redis-data", "postgres-data"):
         assert volume in doc["volumes"]
