@@ -2,8 +2,9 @@
 
 Routes: POST /events (tenant API key), POST /webhooks/ses, POST /webhooks/line,
 GET /c/<token> (tracked link), GET|POST /u/<token> (one-click unsubscribe), GET /outbox
-(dev only, localhost only), the operator's console under /console/, GET /metrics (Bearer NOTIFIER_METRICS_TOKEN when set), GET
-/healthz, and /docs with the OpenAPI document at /openapi.json when NOTIFIER_API_DOCS=1.
+(dev only, localhost only), the operator's console under /console/, GET /metrics (Bearer
+NOTIFIER_METRICS_TOKEN when set), GET /healthz, and /docs with the OpenAPI document at
+/openapi.json when NOTIFIER_API_DOCS=1.
 Every request body is capped at NOTIFIER_MAX_REQUEST_BYTES before it is parsed.
 """
 
