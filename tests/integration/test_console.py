@@ -4,8 +4,10 @@ console URL, activity search and one event's timeline."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -14,16 +16,28 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from notifier import publish
+from notifier.channel_state import turn_off
 from notifier.cli import main as cli
 from notifier.db import session_scope
 from notifier.directory import import_document
-from notifier.models import DeadLetter, Delivery, Event, Operator, OperatorSession
+from notifier.models import (
+    ChannelState,
+    Click,
+    DeadLetter,
+    Delivery,
+    Event,
+    Operator,
+    OperatorSession,
+    Suppression,
+    utcnow,
+)
 from notifier.operators import MAX_FAILED_LOGINS, add_operator
 from notifier.pipeline import accept
+from notifier.report import report
 from notifier.web import console
 from notifier.web.app import create_app
-from tests.helpers import TENANT, directory, event, person
-from tests.integration.conftest import wait_settled
+from tests.helpers import TENANT, directory, event, person, wait_for
+from tests.integration.conftest import deliveries, wait_settled
 from tests.integration.console import csrf_of, log_in
 
 OTHER = "gym-b"
@@ -319,3 +333,225 @@ def test_a_timeline_in_flight_refreshes_itself(app_client: TestClient) -> None:
     page = app_client.get(f"/console/events/{pk}").text
     assert '<meta http-equiv="refresh" content="3">' in page
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+
+
+# -- dead letters -----------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("celery_worker", "lockout_reset")
+def test_replaying_a_dead_letter_asks_first_then_sends_it(
+    app_client: TestClient, scripted: Any
+) -> None:
+    scripted.use("email")
+    scripted.channel.reset("permanent")
+    publish(
+        event("payment.success", eventId="dead-1", metadata={"userId": "u1", "channels": ["email"]})
+    )
+    rows = wait_settled(expected=1)
+    assert [r.status for r in rows if r.channel == "email"] == ["failed"]
+    log_in(app_client, add_operator("ops", [TENANT]))
+    listing = app_client.get("/console/dead-letters")
+    assert "dead-1" in listing.text and "scripted 400" in listing.text
+    with session_scope() as session:
+        letter_id = session.scalars(select(DeadLetter.id)).one()
+    details = app_client.get(f"/console/dead-letters/{letter_id}")
+    assert details.status_code == 200 and "&#34;eventId&#34;: &#34;dead-1&#34;" in details.text
+    csrf = csrf_of(listing.text)
+    confirm = app_client.post(
+        "/console/dead-letters/replay", data={"csrf": csrf, "id": [str(letter_id)]}
+    )
+    assert "Replay 1 dead letter?" in confirm.text
+    with session_scope() as session:  # nothing happened yet
+        assert session.get(DeadLetter, letter_id).replayed_at is None  # type: ignore[union-attr]
+    done = app_client.post(
+        "/console/dead-letters/replay",
+        data={"csrf": csrf, "id": [str(letter_id)], "confirmed": "yes"},
+    )
+    assert "Replay: 1 of 1 replayed" in done.text
+    wait_for(lambda: {d.status for d in deliveries(channel="email")} == {"sent"})
+    again = app_client.post(
+        "/console/dead-letters/replay",
+        data={"csrf": csrf, "id": [str(letter_id)], "confirmed": "yes"},
+    )
+    assert "Replay: 0 of 1 replayed" in again.text and "already replayed" in again.text
+    assert (
+        app_client.post(
+            "/console/dead-letters/replay", data={"id": [str(letter_id)], "confirmed": "yes"}
+        ).status_code
+        == 403
+    )  # no CSRF token
+
+
+@pytest.mark.usefixtures("lockout_reset")
+def test_dead_letters_of_another_tenant_are_never_replayed(app_client: TestClient) -> None:
+    with session_scope() as session:
+        theirs = DeadLetter(
+            tenant_id=OTHER,
+            kind="delivery",
+            delivery_id=None,
+            error="theirs",
+            payload={"eventId": "b-dead"},
+        )
+        ours = DeadLetter(
+            tenant_id=TENANT,
+            kind="delivery",
+            delivery_id=None,
+            error="ours",
+            payload={"eventId": "a-dead"},
+        )
+        session.add_all([theirs, ours])
+        session.flush()
+        ids = (theirs.id, ours.id)
+    page = log_in(app_client, add_operator("ops", [TENANT])).get("/console/dead-letters")
+    assert "a-dead" in page.text and "b-dead" not in page.text
+    assert app_client.get(f"/console/dead-letters/{ids[0]}").status_code == 404
+    done = app_client.post(
+        "/console/dead-letters/replay",
+        data={"csrf": csrf_of(page.text), "id": [str(i) for i in ids], "confirmed": "yes"},
+    )
+    assert "b-dead" not in done.text and "no such dead letter" in done.text
+    with session_scope() as session:
+        assert session.get(DeadLetter, ids[0]).replayed_at is None  # type: ignore[union-attr]
+
+
+# -- channel health ---------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("lockout_reset")
+def test_a_disabled_channel_is_listed_and_turned_on_again(app_client: TestClient) -> None:
+    with session_scope() as session:
+        turn_off(session, TENANT, "line", "LINE 401: bad channel access token", None)
+        turn_off(session, OTHER, "sms", "quota reached", utcnow() + dt.timedelta(hours=1))
+        session.add_all(
+            [
+                Suppression(
+                    tenant_id=TENANT,
+                    channel="email",
+                    address="u1@example.com",
+                    reason="hard bounce",
+                ),
+                Suppression(
+                    tenant_id=TENANT, channel="email", address="u2@example.com", reason="complaint"
+                ),
+                Suppression(
+                    tenant_id=OTHER, channel="email", address="b@example.com", reason="bounce"
+                ),
+            ]
+        )
+    page = log_in(app_client, add_operator("ops", [TENANT])).get("/console/channels")
+    assert "bad channel access token" in page.text and "quota reached" not in page.text
+    assert "u1@example.com" in page.text and "b@example.com" not in page.text
+    search = app_client.get("/console/channels", params={"address": "u2@"}).text
+    assert "u2@example.com" in search and "u1@example.com" not in search
+    csrf = csrf_of(page.text)
+    # Not this operator's tenant: nothing changes.
+    app_client.post(
+        "/console/channels/enable", data={"csrf": csrf, "tenant": OTHER, "channel": "sms"}
+    )
+    with session_scope() as session:
+        assert session.get(ChannelState, (OTHER, "sms")) is not None
+        theirs = session.scalar(select(Suppression.id).where(Suppression.tenant_id == OTHER))
+        ours = session.scalar(select(Suppression.id).where(Suppression.address == "u1@example.com"))
+    app_client.post("/console/suppressions/remove", data={"csrf": csrf, "id": str(theirs)})
+    done = app_client.post(
+        "/console/channels/enable", data={"csrf": csrf, "tenant": TENANT, "channel": "line"}
+    )
+    assert "Turned on again: line for gym-a." in done.text
+    removed = app_client.post("/console/suppressions/remove", data={"csrf": csrf, "id": str(ours)})
+    assert "Suppression removed: email u1@example.com (gym-a)." in removed.text
+    with session_scope() as session:
+        assert session.get(ChannelState, (TENANT, "line")) is None
+        assert {s.address for s in session.scalars(select(Suppression))} == {
+            "u2@example.com",
+            "b@example.com",
+        }
+
+
+# -- analytics --------------------------------------------------------------------------
+
+
+def _seed_report_rows() -> None:
+    now = utcnow()
+    with session_scope() as session:
+        row = Event(
+            event_id="r-1",
+            tenant_id=TENANT,
+            event_type="payment.failed",
+            status="accepted",
+            payload={},
+        )
+        session.add(row)
+        session.flush()
+        for i, (channel, status) in enumerate(
+            [
+                ("email", "sent"),
+                ("email", "sent"),
+                ("line", "sent"),
+                ("line", "failed"),
+                ("sms", "failed"),
+            ]
+        ):
+            session.add(
+                Delivery(
+                    event_pk=row.id,
+                    tenant_id=TENANT,
+                    recipient=f"u{i}",
+                    channel=channel,
+                    status=status,
+                    sent_at=now if status == "sent" else None,
+                    updated_at=now,
+                )
+            )
+        session.add(
+            Click(
+                tenant_id=TENANT,
+                channel="email",
+                event_type="payment.failed",
+                url="https://kyo.app/=x",
+            )
+        )
+
+
+@pytest.mark.usefixtures("lockout_reset")
+def test_analytics_charts_and_csv_show_the_report(app_client: TestClient) -> None:
+    _seed_report_rows()
+    log_in(app_client, add_operator("ops", [TENANT]))
+    page = app_client.get("/console/analytics", params={"days": 7}).text
+    doc = report(TENANT, 7)
+    assert re.search(r'id="total-sent">3<', page) and re.search(r'id="click-rate">33.3%<', page)
+    today = doc["dailyBreakdown"][-1]["date"]
+    assert f'class="bar-sent" data-date="{today}" data-value="3"' in page
+    assert f'class="bar-clicked" data-date="{today}" data-value="1"' in page
+    assert 'class="bar-failed" data-key="sms" data-value="1"' in page
+    assert 'class="bar-failed" data-key="payment.failed" data-value="2"' in page
+    assert page.count('class="bar-sent"') == 7
+    assert app_client.get("/console/analytics", params={"tenant": OTHER}).status_code == 404
+    csv_response = app_client.get("/console/analytics.csv", params={"days": 7})
+    assert csv_response.headers["content-type"].startswith("text/csv")
+    assert "attachment" in csv_response.headers["content-disposition"]
+    lines = csv_response.text.splitlines()
+    assert lines[0] == "tenant,section,key,sent,clicked,failed,failure_rate"
+    assert f"gym-a,day,{today},3,1,," in lines
+    assert "gym-a,channel,sms,0,0,1,1.0" in lines
+    assert app_client.get("/console/analytics.csv", params={"tenant": OTHER}).status_code == 404
+
+
+# -- template preview -------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("lockout_reset")
+def test_template_preview_renders_line_flex_and_email_html(app_client: TestClient) -> None:
+    log_in(app_client, add_operator("ops"))
+    line = app_client.get(
+        "/console/preview",
+        params={"event_type": "member.membership_expiring", "locale": "zh-TW", "channel": "line"},
+    )
+    assert line.status_code == 200
+    assert 'class="flex"' in line.text and "Amy Chen" in line.text and 'id="line-json"' in line.text
+    email = app_client.get(
+        "/console/preview", params={"event_type": "payment.failed", "channel": "email"}
+    ).text
+    assert '<iframe class="mail" sandbox=""' in email and "srcdoc=" in email
+    assert "card declined" in email
+    missing = app_client.get("/console/preview", params={"event_type": "nope"}).text
+    assert 'id="problem"' in missing

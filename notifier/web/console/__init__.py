@@ -3,10 +3,17 @@ and template preview, behind a login (see access)."""
 
 from fastapi import APIRouter
 
-from notifier.web.console import access, activity
+from notifier.web.console import access, activity, analytics, dead_letters, health, preview
 
 PREFIX = "/console"
-SECTIONS = (access.router, activity.router)
+SECTIONS = (
+    access.router,
+    activity.router,
+    dead_letters.router,
+    health.router,
+    analytics.router,
+    preview.router,
+)
 """Each section's routes, relative to PREFIX."""
 
 router = APIRouter(prefix=PREFIX, tags=["console"])
