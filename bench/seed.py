@@ -33,7 +33,7 @@ class People:
         return f"u{index:07d}"
 
     def line_id(self, index: int) -> str:
-        digest = hashlib.md5(f"{self.tenant}/{index}".encode()).hexdigest()
+        digest = hashlib.md5(f"{self.tenant}/{index}".encode(), usedforsecurity=False).hexdigest()
         return f"U{digest}"
 
     def email(self, index: int) -> str:

@@ -390,7 +390,7 @@ def dev(
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for name, argv in argvs.items():
         log_file = open(private_file(logs / f"{name}.log"), "ab")  # noqa: SIM115 (lives as long as the child)
-        procs[name] = subprocess.Popen(
+        procs[name] = subprocess.Popen(  # noqa: S603 (our own fixed argv, no shell)
             argv,
             env=envs[name],
             stdout=log_file,

@@ -48,7 +48,7 @@ def ensure_redis(home: Path) -> str:
         if url_file.exists() and _answers(url := url_file.read_text().strip()):
             return url
         port = _free_port()
-        subprocess.run(
+        subprocess.run(  # noqa: S603 (the packaged redis-server, fixed arguments, no shell)
             [
                 redis_server_binary(),
                 "--port",

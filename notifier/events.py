@@ -337,4 +337,5 @@ def validate_event(raw: Any, max_bytes: int = 256 * 1024) -> ValidEvent:
     )
 
 
-assert set(CHANNELS) == set(Channel.__args__)  # type: ignore[attr-defined]
+if set(CHANNELS) != set(Channel.__args__):  # type: ignore[attr-defined]
+    raise RuntimeError("events.Channel and settings.CHANNELS list different channels")
