@@ -293,18 +293,39 @@ def _children_env(broker_url: str) -> dict[str, str]:
     }
 
 
+def dev_commands(concurrency: int, flower_port: int | None) -> dict[str, list[str]]:
+    """The Celery processes of `notifier dev`: a worker, Beat, and Flower on a port."""
+    commands = {
+        "worker": [
+            "worker",
+            "-c",
+            str(concurrency),
+            "-n",
+            f"notifier-{os.getpid()}@%h",
+            "--loglevel",
+            "INFO",
+        ],
+        "beat": ["beat", "--loglevel", "INFO"],
+    }
+    if flower_port is not None:
+        # Flower shows task arguments and tracebacks, and has no login: this machine only.
+        commands["flower"] = ["flower", "--address=127.0.0.1", f"--port={flower_port}"]
+    return {
+        name: [sys.executable, "-m", "celery", "-A", "worker", *args]
+        for name, args in commands.items()
+    }
+
+
 def _dev_secret_key(home: Path) -> str:
     """NOTIFIER_SECRET_KEY for this machine's stack: made once, kept owner-only under
     NOTIFIER_HOME, so links sent yesterday still verify today."""
     from notifier.files import private_dir, private_file
 
-    path = home / "secret_key"
-    key = path.read_text().strip() if path.exists() else ""
+    path = private_file(private_dir(home) / "secret_key")
+    key = path.read_text().strip()
     if secret_key_problem(key):
         key = secrets.token_urlsafe(48)
-        private_file(path).write_text(key + "\n")
-    private_dir(home)
-    private_file(path)
+        path.write_text(key + "\n")
     return key
 
 
@@ -362,25 +383,7 @@ def dev(
     # Links in messages (unsubscribe, tracked clicks) point at this web app.
     env.setdefault("NOTIFIER_PUBLIC_BASE_URL", f"http://localhost:{web_port}")
     logs = private_dir(settings.home / "logs")
-    commands = {
-        "worker": [
-            "worker",
-            "-c",
-            str(concurrency),
-            "-n",
-            f"notifier-{os.getpid()}@%h",
-            "--loglevel",
-            "INFO",
-        ],
-        "beat": ["beat", "--loglevel", "INFO"],
-    }
-    if flower:
-        # Flower shows task arguments and tracebacks, and has no login: this machine only.
-        commands["flower"] = ["flower", "--address=127.0.0.1", f"--port={flower_port}"]
-    argvs = {
-        name: [sys.executable, "-m", "celery", "-A", "worker", *args]
-        for name, args in commands.items()
-    }
+    argvs = dev_commands(concurrency, flower_port if flower else None)
     envs = dict.fromkeys(argvs, env)
     if web:
         argvs["web"] = [sys.executable, "-m", "notifier.cli", "web", "--port", str(web_port)]
