@@ -184,7 +184,8 @@ def test_any_token_answers_400_never_500(gyms: Gyms, token: str) -> None:
     path = quote(token, safe="")
     for method, url in (("GET", f"/c/{path}"), ("GET", f"/u/{path}"), ("POST", f"/u/{path}")):
         response = gyms.client.request(method, url, follow_redirects=False)
-        assert response.status_code in (400, 404), (method, token, response.status_code)
+        # 404 and 307 (trailing slash) where a "/" in the token splits the path.
+        assert response.status_code in (307, 400, 404), (method, token, response.status_code)
 
 
 def test_an_oversized_token_answers_400(gyms: Gyms) -> None:
