@@ -30,8 +30,8 @@ def publish(event: dict[str, Any], *, tenant_id: str | None = None) -> str:
 
 
 def publish_outcome(event: dict[str, Any], *, tenant_id: str | None = None) -> Accepted:
-    """`publish`, answering how the event was taken: accepted, or a duplicate (`conflict`
-    when it reuses an eventId with other content, and is dropped)."""
+    """`publish`, answering how the event was taken: accepted, or a duplicate (with an
+    error on `eventId` when it reuses the id with other content: it is dropped)."""
     from tasks.enqueue import publish_outcome as publish_and_start
 
     return publish_and_start(event, tenant_id)

@@ -59,8 +59,6 @@ class Accepted:
     status: EventStatus
     errors: list[dict[str, str]] = field(default_factory=list)
     event_pk: int | None = None
-    conflict: bool = False
-    """A duplicate whose content differs from the stored event's: it is dropped."""
 
     def as_result(self) -> dict[str, Any]:
         return {"event_id": self.event_id, "status": str(self.status), "errors": self.errors}
@@ -239,11 +237,10 @@ def store(event: ValidEvent, session: Session | None = None) -> Accepted:
             Event.tenant_id == event.tenant_id, Event.event_id == event.event_id
         )
     )
-    conflict = _content(stored) != _content(event.to_wire())
     log.info("duplicate event", extra={"event_id": event.event_id, "tenant": event.tenant_id})
-    if conflict:
+    if _content(stored) != _content(event.to_wire()):  # a conflict: dropped, and said so
         errors = [{"field": "eventId", "message": "already used by an event with other content"}]
-        return Accepted(event.event_id, EventStatus.DUPLICATE, errors, conflict=True)
+        return Accepted(event.event_id, EventStatus.DUPLICATE, errors)
     return Accepted(event.event_id, EventStatus.DUPLICATE)
 
 
