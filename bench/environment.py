@@ -7,6 +7,7 @@ subprocesses as their environment.
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ def configure(home: Path) -> Services:
     # The worker runs with `--loglevel WARNING`; the project's JSON logging takes its level
     # from NOTIFIER_LOG_LEVEL, so the same level is set there.
     os.environ["NOTIFIER_LOG_LEVEL"] = "WARNING"
+    # The workers refuse to start without a signing key: one for this run.
+    os.environ.setdefault("NOTIFIER_SECRET_KEY", secrets.token_urlsafe(48))
     database = os.environ.get("DATABASE_URL", "") or "sqlite"
     return Services(
         home=home,
