@@ -48,7 +48,7 @@ def directory(now: dt.datetime) -> dict[str, Any]:
                 "lineUserId": "U4af4980629aaaaaaaaaaaaaaaaaaaaaa",
                 "locale": "en",
                 "webPushSubscriptions": [
-                    {"endpoint": "https://push.example.com/amy", "keys": PUSH_KEYS}
+                    {"endpoint": "https://fcm.googleapis.com/fcm/send/demo-amy", "keys": PUSH_KEYS}
                 ],
                 "preferences": {
                     "channels": {"line": True, "email": True, "sms": True, "webPush": True},

@@ -139,7 +139,15 @@ def test_dev_runs_the_demo_on_embedded_defaults(tmp_path: Path) -> None:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("REDIS_URL", "CELERY_BROKER_URL", "DATABASE_URL")
+        # As a user runs it: no key (dev makes one), the URL policy on.
+        if k
+        not in (
+            "REDIS_URL",
+            "CELERY_BROKER_URL",
+            "DATABASE_URL",
+            "NOTIFIER_SECRET_KEY",
+            "NOTIFIER_ALLOW_PRIVATE_URLS",
+        )
     }
     env["NOTIFIER_HOME"] = str(tmp_path / "home")
     with socket.socket() as sock:  # a free port for the web app, whatever else runs here
@@ -156,4 +164,5 @@ def test_dev_runs_the_demo_on_embedded_defaults(tmp_path: Path) -> None:
     assert len(rows) == 14, out
     assert not [r for r in rows if any(part.startswith("failed=") for part in r)], out
     assert (tmp_path / "home" / "notifier.db").exists()
+    assert (tmp_path / "home" / "secret_key").stat().st_mode & 0o077 == 0
     assert not (tmp_path / "home" / "redis.url").exists()  # the embedded Redis was stopped
