@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -26,6 +27,7 @@ from channels.base import (
 )
 from channels.registry import get_channel
 from config.settings import get_settings
+from notifier.channel_state import turn_off
 from notifier.db import session_scope
 from notifier.dbutil import insert_ignore
 from notifier.models import (
@@ -33,11 +35,13 @@ from notifier.models import (
     Delivery,
     DeliveryStatus,
     Digest,
+    Event,
     Suppression,
     utcnow,
 )
 from notifier.rendering import TemplateProblem, render
 from notifier.sending import (
+    ChunkOutcome,
     address_for,
     alarm_for_failure,
     build_message,
@@ -47,6 +51,7 @@ from notifier.sending import (
     person_context,
     rate_limit,
 )
+from notifier.status_hooks import StatusChange
 
 log = logging.getLogger("notifier.digest")
 DIGEST_TYPE = "digest"
@@ -228,6 +233,7 @@ def send_digest(
 ) -> DigestOutcome:
     """Claim, render, send and record one digest; every member delivery follows it."""
     now = now or utcnow()
+    pending = ChunkOutcome()
     with session_scope() as session:
         digest = _claim(session, digest_id, now)
         if digest is None:
@@ -256,7 +262,9 @@ def send_digest(
                 extra={"channel": digest.channel, "tenant": digest.tenant_id},
             )
             result = TransientChannelError(f"{type(exc).__name__}: {exc}", channel=digest.channel)
-        return _record(session, digest, members, result, final_attempt, now)
+        outcome = _record(session, digest, members, result, final_attempt, now, pending)
+    pending.committed()  # alarms and status hooks once the outcome is in the database
+    return outcome
 
 
 def _record(
@@ -266,8 +274,34 @@ def _record(
     result: DeliveryResult | NotifierError,
     final_attempt: bool,
     now: dt.datetime,
+    pending: ChunkOutcome,
 ) -> DigestOutcome:
     member_ids = [d.id for d in members]
+    event_ids: dict[int, str] = {
+        delivery_id: event_id
+        for delivery_id, event_id in session.execute(
+            select(Delivery.id, Event.event_id)
+            .join(Event, Event.id == Delivery.event_pk)
+            .where(Delivery.id.in_(member_ids))
+        ).all()
+    }
+
+    def changed(status: str, reason: str | None, message_id: str | None = None) -> None:
+        pending.changes.extend(
+            StatusChange(
+                delivery_id=d.id,
+                tenant_id=d.tenant_id,
+                event_id=event_ids.get(d.id, ""),
+                recipient=d.recipient,
+                channel=d.channel,
+                status=status,
+                reason=reason,
+                provider_message_id=message_id,
+                digest_id=digest.id,
+            )
+            for d in members
+        )
+
     log_context = {"tenant": digest.tenant_id, "channel": digest.channel, "count": len(members)}
     if isinstance(result, DeliveryResult):
         digest.status, digest.sent_at = DeliveryStatus.SENT, now
@@ -285,6 +319,7 @@ def _record(
             )
         )
         log.info("digest sent", extra=log_context)
+        changed(DeliveryStatus.SENT, None, result.provider_message_id)
         return DigestOutcome("sent")
     if isinstance(result, TransientChannelError) and not final_attempt:
         # claimed_at now marks the last attempt: a lost retry is picked up by the next flush
@@ -336,7 +371,15 @@ def _record(
             },
         )
     )
-    alarm_for_failure(result, digest.tenant_id, digest.channel, reason)
+    if isinstance(result, PermanentChannelError) and (
+        result.disable_channel or result.park_seconds
+    ):
+        until = now + dt.timedelta(seconds=result.park_seconds) if result.park_seconds else None
+        turn_off(session, digest.tenant_id, digest.channel, result.describe(), until)
+    changed(status, reason)
+    pending.alarms.append(
+        partial(alarm_for_failure, result, digest.tenant_id, digest.channel, reason)
+    )
     log.warning("digest failed", extra={**log_context, "error": reason})
     return DigestOutcome("failed")
 

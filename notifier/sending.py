@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -53,6 +53,7 @@ from notifier.models import (
 from notifier.rendering import TemplateProblem, brand, render
 from notifier.selection import PERSON_CHANNELS, fallback_channel
 from notifier.signing import track_links, unsubscribe_url
+from notifier.status_hooks import StatusChange, delivery_status_changed
 
 log = logging.getLogger("notifier.send")
 # Channels whose links become signed, click-tracked /c/ links (an SMS keeps its short link:
@@ -67,6 +68,18 @@ class ChunkOutcome:
     retry_ids: list[int] = field(default_factory=list)
     retry_after: float | None = None
     fallbacks: list[tuple[str, list[int]]] = field(default_factory=list)
+    # Recorded but not committed yet: run by `committed()` once the recording commits.
+    changes: list[StatusChange] = field(default_factory=list)
+    alarms: list[Callable[[], None]] = field(default_factory=list)
+
+    def committed(self) -> None:
+        """The outcomes recorded so far are committed: now the side effects that talk to
+        the network (alarms) and the status hooks, never inside the recording transaction."""
+        alarms, self.alarms = self.alarms, []
+        changes, self.changes = self.changes, []
+        for alarm in alarms:
+            alarm()
+        delivery_status_changed(changes)
 
 
 @dataclass
@@ -306,6 +319,7 @@ def send_chunk(
                     )
                     _record(session, delivery, ctx, error, final_attempt, outcome, now)
                     session.commit()
+                    outcome.committed()
             return call
 
         calls = (prepared(group) for group in groups)
@@ -324,6 +338,7 @@ def send_chunk(
                 # Each row is the whole outcome of its own call: one statement, no
                 # transaction around it.
                 _record_sent(reader, sent, ctx, outcome)
+                outcome.committed()
                 continue
             for delivery, error in failed:
                 _record(session, delivery, ctx, error, final_attempt, outcome, now)
@@ -331,6 +346,7 @@ def send_chunk(
             # A provider call's outcomes in one transaction: a crash never leaves part of a
             # multicast recorded, so a re-send carries the same members and retry key.
             session.commit()
+            outcome.committed()
     return outcome
 
 
@@ -486,8 +502,30 @@ def _record_sent(
         ],
     )
     outcome.sent += len(sent)
-    for delivery, _ in sent:
+    for delivery, result in sent:
         log.info("delivery sent", extra=_log_context(ctx, delivery))
+        outcome.changes.append(
+            _change(ctx, delivery, DeliveryStatus.SENT, None, result.provider_message_id)
+        )
+
+
+def _change(
+    ctx: ChunkContext,
+    delivery: Delivery,
+    status: str,
+    reason: str | None,
+    provider_message_id: str | None = None,
+) -> StatusChange:
+    return StatusChange(
+        delivery_id=delivery.id,
+        tenant_id=delivery.tenant_id,
+        event_id=ctx.events[delivery.event_pk].event_id,
+        recipient=delivery.recipient,
+        channel=delivery.channel,
+        status=str(status),
+        reason=reason,
+        provider_message_id=provider_message_id,
+    )
 
 
 def _record(
@@ -535,17 +573,19 @@ def _record_failure(
     permanent = isinstance(error, PermanentChannelError)
     suppress = isinstance(error, PermanentChannelError) and error.suppress
     reason = error.describe() if permanent else f"retries exhausted: {error.describe()}"
+    status = DeliveryStatus.SUPPRESSED if suppress else DeliveryStatus.FAILED
     session.execute(
         update(Delivery)
         .where(Delivery.id == delivery.id)
         .values(
-            status=DeliveryStatus.SUPPRESSED if suppress else DeliveryStatus.FAILED,
+            status=status,
             reason=reason,
             updated_at=now,
             raw_response=jsonable(error.response),
         )
     )
     outcome.failed += 1
+    outcome.changes.append(_change(ctx, delivery, status, reason))
     event = ctx.events[delivery.event_pk]
     tenant = ctx.tenants[delivery.tenant_id]
     user = ctx.user(delivery)
@@ -567,7 +607,9 @@ def _record_failure(
     if isinstance(error, PermanentChannelError) and (error.disable_channel or error.park_seconds):
         until = now + dt.timedelta(seconds=error.park_seconds) if error.park_seconds else None
         turn_off(session, delivery.tenant_id, delivery.channel, error.describe(), until)
-    alarm_for_failure(error, delivery.tenant_id, delivery.channel, reason)
+    outcome.alarms.append(
+        partial(alarm_for_failure, error, delivery.tenant_id, delivery.channel, reason)
+    )
     session.add(
         DeadLetter(
             tenant_id=delivery.tenant_id,

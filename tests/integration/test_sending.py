@@ -208,3 +208,44 @@ def test_a_pooled_connection_that_died_while_idle_is_replaced_before_use(
         held = [stack.enter_context(engine.connect()) for _ in range(engine.pool.checkedin())]
         pids = {connection.scalar(text("SELECT pg_backend_pid()")) for connection in held}
     assert held and dead not in pids
+
+
+def test_status_hooks_see_each_outcome_once_it_is_committed() -> None:
+    from notifier.status_hooks import (
+        StatusChange,
+        on_delivery_status,
+        remove_delivery_status_hook,
+    )
+
+    prefs = {"priority": {"medium": ["line", "email"]}}
+    import_document(directory(person("u1", preferences=prefs)))
+    accepted = accept(
+        event("payment.success", metadata={"userId": "u1", "channels": ["line", "email"]})
+    )
+    assert accepted.event_pk is not None
+    seen: list[tuple[StatusChange, str]] = []
+
+    def record(changes: Any) -> None:
+        with session_scope() as session:  # another connection: only committed rows show
+            for change in changes:
+                stored = session.get(Delivery, change.delivery_id)
+                seen.append((change, stored.status if stored else "missing"))
+
+    def broken(changes: Any) -> None:
+        raise RuntimeError("a hook that fails changes nothing for the send")
+
+    on_delivery_status(broken)
+    on_delivery_status(record)
+    try:
+        chunks = plan(accepted.event_pk).chunks
+        sent = sum(send_chunk(channel, ids).sent for channel, ids in chunks)
+    finally:
+        remove_delivery_status_hook(broken)
+        remove_delivery_status_hook(record)
+    assert sent == 2
+    assert sorted((c.channel, c.status, stored) for c, stored in seen) == [
+        ("email", "sent", "sent"),
+        ("line", "sent", "sent"),
+    ]
+    assert {c.event_id for c, _ in seen} == {accepted.event_id}
+    assert all(c.recipient == "u1" and c.provider_message_id for c, _ in seen)
