@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import click
 
@@ -68,19 +68,60 @@ def _safe_url(url: str) -> str:
 
 
 @main.command("import")
-@click.argument("source", type=click.File("r", encoding="utf-8"))
-def import_cmd(source: TextIO) -> None:
+@click.argument("source", type=click.File("rb"))
+@click.option(
+    "--json-lines/--document",
+    "json_lines",
+    default=None,
+    help="SOURCE is JSON Lines, each line a document holding some items (default for a "
+    ".jsonl or .ndjson file), or one JSON document (default otherwise).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show the running counts on stderr (default: when stderr is a terminal).",
+)
+def import_cmd(source: BinaryIO, json_lines: bool | None, progress: bool | None) -> None:
     """Upsert a directory document (tenants, users, memberships, courses, bookings) from
-    FILE or - (stdin). Running it twice with the same document changes nothing."""
-    from notifier.directory import import_document
+    FILE or - (stdin). Running it twice with the same document changes nothing.
+
+    The file is read as a stream and written in batches, in one transaction: a file of
+    any size fits in memory, and an invalid item means nothing is imported. Sections
+    are written parents first (tenants, users, courses, memberships, bookings); a
+    streamed item may only refer to rows listed before it or already imported.
+    Prints the counts read and changed as JSON; a summary goes to stderr.
+    """
+    from notifier.directory import ImportSummary, import_stream
     from notifier.events import InvalidEvent
 
+    if json_lines is None:
+        json_lines = str(getattr(source, "name", "")).endswith((".jsonl", ".ndjson"))
+    if progress is None:
+        progress = sys.stderr.isatty()
+    started = time.monotonic()
+
+    def show(summary: ImportSummary) -> None:
+        rate = summary.read["users"] / max(time.monotonic() - started, 1e-9)
+        counts = ", ".join(f"{k} {v:,}" for k, v in summary.read.items() if v)
+        click.echo(f"\rread {counts} ({rate:,.0f} users/s)", nl=False, err=True)
+
     try:
-        counts = import_document(_read_json(source))
+        summary = import_stream(source, json_lines=json_lines, progress=show if progress else None)
     except InvalidEvent as exc:
+        if progress:
+            click.echo(err=True)
         _echo_json({"errors": exc.errors})
         sys.exit(1)
-    _echo_json({"changed": counts})
+    if progress:
+        click.echo(err=True)
+    changed = sum(summary.changed.values())
+    users_rate = summary.read["users"] / max(summary.seconds, 1e-9)
+    click.echo(
+        f"imported {sum(summary.read.values()):,} rows in {summary.seconds:.1f} s "
+        f"({users_rate:,.0f} users/s), {changed:,} created or changed",
+        err=True,
+    )
+    _echo_json({"read": summary.read, "changed": summary.changed})
 
 
 @main.command()

@@ -1,31 +1,93 @@
-"""Who can be reached and how: the directory import (idempotent upsert) and the lookups
-the pipeline makes. Every query is scoped by tenant."""
+"""Who can be reached and how: the directory import (bulk, idempotent upserts), one record
+at a time for the HTTP API, and the lookups the pipeline makes. Every query is scoped by
+tenant."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
-from typing import Annotated, Any
+import io
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Annotated, Any, cast
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
-from sqlalchemy import ARRAY, Select, String, and_, any_, bindparam, delete, select
+from sqlalchemy import ARRAY, Select, String, Table, and_, any_, bindparam, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from config.routing import ADMIN_ROLES, STAFF_ROLES
 from notifier.db import session_scope
 from notifier.events import InvalidEvent
+from notifier.jsonstream import MalformedDocument, document_items, json_lines_items, section_items
 from notifier.models import (
     Booking,
     Course,
+    Delivery,
     Membership,
+    OutboxMessage,
     Suppression,
     Tenant,
     User,
     WebPushSubscription,
+    utcnow,
 )
 from notifier.selection import Person
+from notifier.upsert import upsert_rows
 from notifier.urlpolicy import BlockedURL, Purpose, check_url
+
+MAX_ERRORS = 50
+"""An import stops collecting errors after this many (and writes nothing)."""
+BATCH_SIZE = 1000
+"""Rows per upsert statement."""
+
+
+def _storable(value: Any) -> Any:
+    """Refuse what PostgreSQL cannot store whatever the column: a NUL character, in a
+    value or a key, at any depth (walked without recursion)."""
+    level = [value]
+    while level:
+        children: list[Any] = []
+        for item in level:
+            if isinstance(item, str):
+                if "\x00" in item:
+                    raise ValueError("contains a NUL character")
+            elif isinstance(item, dict):
+                children.extend(item.keys())
+                children.extend(item.values())
+            elif isinstance(item, list):
+                children.extend(item)
+        level = children
+    return value
+
+
+class _Doc(BaseModel):
+    """camelCase on the wire only; an unknown field is an error."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_alias=True,
+        validate_by_name=False,
+        serialize_by_alias=True,
+    )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return _storable(value)
+
+
+Id = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 def _allowed_url(purpose: Purpose) -> AfterValidator:
@@ -45,74 +107,113 @@ SlackWebhookURL = Annotated[str, _allowed_url("slack")]
 PushEndpoint = Annotated[str, Field(min_length=1, max_length=1024), _allowed_url("web_push")]
 
 
-class _Doc(BaseModel):
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+def _utc(value: dt.datetime) -> dt.datetime:
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError as exc:
+        raise ValueError("out of range once converted to UTC") from exc
+
+
+AwareTime = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 
 class TenantDoc(_Doc):
-    id: str = Field(min_length=1, max_length=128)
-    name: str
-    timezone: str = "UTC"
-    locale: str = "en"
+    id: Id
+    name: str = Field(max_length=200)
+    timezone: str = Field("UTC", max_length=64)
+    locale: str = Field("en", max_length=16)
     slack_webhook_url: SlackWebhookURL | None = None
     line_channel_access_token: str | None = None
     branding: dict[str, Any] = Field(default_factory=dict)
     quiet_hours_policy: str | None = Field(default=None, pattern="^(defer|drop)$")
 
 
-class PushKeys(BaseModel):
-    p256dh: str
-    auth: str
+class PushKeys(_Doc):
+    p256dh: str = Field(max_length=255, alias="p256dh")
+    auth: str = Field(max_length=255)
 
 
-class PushSubscriptionDoc(BaseModel):
+class PushSubscriptionDoc(_Doc):
     endpoint: PushEndpoint
     keys: PushKeys
 
 
-class UserDoc(_Doc):
-    id: str = Field(min_length=1, max_length=128)
-    tenant_id: str
-    name: str = ""
-    role: str = "member"
-    email: str | None = None
-    phone: str | None = None
-    line_user_id: str | None = None
-    locale: str | None = None
-    timezone: str | None = None
+class UserFields(_Doc):
+    """A person, as `PUT /users/{userId}` takes it: the id comes from the path, the tenant
+    from the API key."""
+
+    name: str = Field("", max_length=200)
+    role: str = Field("member", max_length=32)
+    email: str | None = Field(None, max_length=320)
+    phone: str | None = Field(None, max_length=32)
+    line_user_id: str | None = Field(None, max_length=64)
+    locale: str | None = Field(None, max_length=16)
+    timezone: str | None = Field(None, max_length=64)
     active: bool = True
     web_push_subscriptions: list[PushSubscriptionDoc] = Field(default_factory=list)
     preferences: dict[str, Any] = Field(default_factory=dict)
 
 
-class MembershipDoc(_Doc):
-    id: str
-    tenant_id: str
-    user_id: str
-    membership_type: str
+class UserRecord(UserFields):
+    """A person in a directory document sent with an API key (`POST /directory`)."""
+
+    id: Id
+
+
+class UserDoc(UserRecord):
+    """A person in a directory document (`notifier import`)."""
+
+    tenant_id: Id
+
+
+class MembershipFields(_Doc):
+    user_id: Id
+    membership_type: str = Field(max_length=100)
     expires_at: dt.date
 
 
-class CourseDoc(_Doc):
-    id: str
-    tenant_id: str
-    course_name: str
-    instructor_name: str = ""
-    start_time: dt.datetime
-    location: str = ""
-    capacity: int = 0
-    status: str = "scheduled"
+class MembershipRecord(MembershipFields):
+    id: Id
 
 
-class BookingDoc(_Doc):
-    id: str
-    tenant_id: str
-    course_id: str
-    user_id: str
-    status: str = "confirmed"
+class MembershipDoc(MembershipRecord):
+    tenant_id: Id
+
+
+class CourseFields(_Doc):
+    course_name: str = Field(max_length=200)
+    instructor_name: str = Field("", max_length=200)
+    start_time: AwareTime
+    location: str = Field("", max_length=200)
+    capacity: int = Field(0, ge=0, le=2**31 - 1)
+    status: str = Field("scheduled", max_length=16)
+
+
+class CourseRecord(CourseFields):
+    id: Id
+
+
+class CourseDoc(CourseRecord):
+    tenant_id: Id
+
+
+class BookingFields(_Doc):
+    course_id: Id
+    user_id: Id
+    status: str = Field("confirmed", max_length=16)
+
+
+class BookingRecord(BookingFields):
+    id: Id
+
+
+class BookingDoc(BookingRecord):
+    tenant_id: Id
 
 
 class DirectoryDoc(_Doc):
+    """The whole directory document of `notifier import`."""
+
     tenants: list[TenantDoc] = Field(default_factory=list)
     users: list[UserDoc] = Field(default_factory=list)
     memberships: list[MembershipDoc] = Field(default_factory=list)
@@ -120,88 +221,371 @@ class DirectoryDoc(_Doc):
     bookings: list[BookingDoc] = Field(default_factory=list)
 
 
-def _upsert(session: Session, model: Any, key: tuple[Any, ...], values: dict[str, Any]) -> bool:
-    """Insert or update one row; True when something changed."""
-    row = session.get(model, key)
-    if row is None:
-        session.add(model(**values))
-        return True
-    changed = False
-    for name, value in values.items():
-        if getattr(row, name) != value:
-            setattr(row, name, value)
-            changed = True
-    return changed
+class TenantDirectory(_Doc):
+    """A directory document for one tenant (`POST /directory`): no tenants section and no
+    tenantId fields, the API key says whose directory it is."""
+
+    users: list[UserRecord] = Field(default_factory=list, max_length=10_000)
+    memberships: list[MembershipRecord] = Field(default_factory=list, max_length=10_000)
+    courses: list[CourseRecord] = Field(default_factory=list, max_length=10_000)
+    bookings: list[BookingRecord] = Field(default_factory=list, max_length=10_000)
 
 
-def import_document(doc: dict[str, Any]) -> dict[str, int]:
+SECTIONS: dict[str, type[_Doc]] = {
+    "tenants": TenantDoc,
+    "users": UserDoc,
+    "memberships": MembershipDoc,
+    "courses": CourseDoc,
+    "bookings": BookingDoc,
+}
+TENANT_SECTIONS: dict[str, type[_Doc]] = {
+    "users": UserRecord,
+    "memberships": MembershipRecord,
+    "courses": CourseRecord,
+    "bookings": BookingRecord,
+}
+KINDS = ("tenants", "users", "webPushSubscriptions", "courses", "memberships", "bookings")
+"""Written in this order: a row after the rows it refers to."""
+_TABLES: dict[str, tuple[Table, tuple[str, ...]]] = {
+    "tenants": (cast(Table, Tenant.__table__), ("id",)),
+    "users": (cast(Table, User.__table__), ("tenant_id", "id")),
+    "webPushSubscriptions": (cast(Table, WebPushSubscription.__table__), ("tenant_id", "endpoint")),
+    "courses": (cast(Table, Course.__table__), ("tenant_id", "id")),
+    "memberships": (cast(Table, Membership.__table__), ("tenant_id", "id")),
+    "bookings": (cast(Table, Booking.__table__), ("tenant_id", "id")),
+}
+
+
+def _field_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    return [
+        {"field": prefix + ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()
+    ]
+
+
+def _rows(kind: str, tenant_id: str, record: _Doc, now: dt.datetime) -> list[tuple[str, dict]]:
+    """The (kind, row) pairs one validated record is stored as."""
+    values = record.model_dump(exclude={"tenant_id", "web_push_subscriptions"}, by_alias=False)
+    if kind == "tenants":
+        return [("tenants", {**values, "created_at": now, "updated_at": now})]
+    values["tenant_id"] = tenant_id
+    if kind != "users":
+        return [(kind, values)]
+    rows = [("users", {**values, "created_at": now, "updated_at": now})]
+    for sub in cast(UserFields, record).web_push_subscriptions:
+        row = {
+            "tenant_id": tenant_id,
+            "user_id": values["id"],
+            "endpoint": sub.endpoint,
+            "p256dh": sub.keys.p256dh,
+            "auth": sub.keys.auth,
+            "created_at": now,
+        }
+        rows.append(("webPushSubscriptions", row))
+    return rows
+
+
+@dataclass
+class ImportSummary:
+    read: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    changed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    seconds: float = 0.0
+
+
+class _Batches:
+    """Rows waiting to be upserted, per kind. Before a kind's batch is written, the pending
+    rows of the kinds it may refer to are written."""
+
+    def __init__(self, session: Session, summary: ImportSummary, batch_size: int):
+        self.session = session
+        self.summary = summary
+        self.batch_size = batch_size
+        self.pending: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {k: {} for k in KINDS}
+
+    def add(self, kind: str, row: dict[str, Any]) -> None:
+        conflict = _TABLES[kind][1]
+        bucket = self.pending[kind]
+        bucket[tuple(row[c] for c in conflict)] = row  # the same key twice: the last one wins
+        if len(bucket) >= self.batch_size:
+            self.flush(kind)
+
+    def flush(self, upto: str = KINDS[-1]) -> None:
+        for kind in KINDS[: KINDS.index(upto) + 1]:
+            rows = list(self.pending[kind].values())
+            if not rows:
+                continue
+            self.pending[kind] = {}
+            table, conflict = _TABLES[kind]
+            try:
+                changed = upsert_rows(self.session, table, conflict, rows)
+            except IntegrityError as exc:
+                raise InvalidEvent(
+                    [
+                        {
+                            "field": kind,
+                            "message": "refers to a tenant, user or course that is not in the "
+                            "directory (list it earlier in the document, or import it first)",
+                        }
+                    ]
+                ) from exc
+            self.summary.changed[kind] += changed
+
+
+def import_items(
+    items: Iterable[tuple[str, Any]],
+    *,
+    tenant_id: str | None = None,
+    batch_size: int = BATCH_SIZE,
+    progress: Callable[[ImportSummary], None] | None = None,
+) -> ImportSummary:
+    """Upsert directory items, (section, raw item) pairs as `notifier.jsonstream` reads
+    them, in batches, in one transaction: any invalid item and nothing is written (the
+    errors of up to MAX_ERRORS items are listed). With `tenant_id` (an API key's tenant)
+    the items are that tenant's and carry no tenantId; without it each names its own.
+    Items are validated and written one batch at a time: memory stays bounded."""
+    started = time.monotonic()
+    summary = ImportSummary()
+    sections = SECTIONS if tenant_id is None else TENANT_SECTIONS
+    errors: list[dict[str, str]] = []
+    seen = dict.fromkeys(sections, 0)
+    now = utcnow()
+    with session_scope() as session:
+        batches = _Batches(session, summary, batch_size)
+        try:
+            for section, raw in items:
+                model = sections.get(section)
+                if model is None:
+                    errors.append({"field": section, "message": "unknown section"})
+                    break
+                index = seen[section]
+                seen[section] += 1
+                try:
+                    record = model.model_validate(raw)
+                except ValidationError as exc:
+                    errors.extend(_field_errors(exc, f"{section}.{index}."))
+                    if len(errors) >= MAX_ERRORS:
+                        break
+                    continue
+                named = cast(Any, record)
+                owner = tenant_id or (named.id if section == "tenants" else named.tenant_id)
+                for kind, row in _rows(section, owner, record, now):
+                    summary.read[kind] += 1
+                    if not errors:
+                        batches.add(kind, row)
+                if progress and summary.read[section] % batch_size == 0:
+                    progress(summary)
+        except MalformedDocument as exc:
+            errors.append({"field": "document", "message": str(exc)})
+        if errors:
+            session.rollback()
+            raise InvalidEvent(errors[:MAX_ERRORS])
+        batches.flush()
+    summary.seconds = time.monotonic() - started
+    if progress:
+        progress(summary)
+    return summary
+
+
+def import_document(doc: Any, *, tenant_id: str | None = None) -> dict[str, int]:
     """Upsert a directory document; the same document twice changes nothing.
 
     Returns how many rows of each kind were created or changed.
     """
-    try:
-        parsed = DirectoryDoc.model_validate(doc)
-    except ValidationError as exc:
-        raise InvalidEvent(
-            [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
-        ) from exc
-    counts = {
-        "tenants": 0,
-        "users": 0,
-        "webPushSubscriptions": 0,
-        "memberships": 0,
-        "courses": 0,
-        "bookings": 0,
-    }
+    if not isinstance(doc, dict):
+        raise InvalidEvent([{"field": "document", "message": "expected an object of sections"}])
+    return import_items(section_items(doc), tenant_id=tenant_id).changed
+
+
+def import_stream(
+    stream: IO[bytes],
+    *,
+    json_lines: bool = False,
+    progress: Callable[[ImportSummary], None] | None = None,
+) -> ImportSummary:
+    """`notifier import`: a directory document of any size from a binary stream, one JSON
+    document read incrementally, or JSON Lines of smaller documents."""
+    items = (
+        json_lines_items(io.TextIOWrapper(stream, encoding="utf-8"))
+        if json_lines
+        else document_items(stream)
+    )
+    return import_items(items, progress=progress)
+
+
+# -- one record at a time, for the HTTP API (always inside the API key's tenant) ----------
+
+
+@dataclass(frozen=True)
+class _Kind:
+    section: str
+    model: type[Any]
+    fields: type[_Doc]
+    record: type[_Doc]
+    references: tuple[tuple[str, type[Any]], ...] = ()
+
+
+USERS = _Kind("users", User, UserFields, UserRecord)
+MEMBERSHIPS = _Kind(
+    "memberships", Membership, MembershipFields, MembershipRecord, (("user_id", User),)
+)
+COURSES = _Kind("courses", Course, CourseFields, CourseRecord)
+BOOKINGS = _Kind(
+    "bookings", Booking, BookingFields, BookingRecord, (("course_id", Course), ("user_id", User))
+)
+
+
+def _get(kind: _Kind, tenant_id: str, record_id: str) -> dict[str, Any] | None:
     with session_scope() as session:
-        for tenant in parsed.tenants:
-            values = tenant.model_dump()
-            counts["tenants"] += _upsert(session, Tenant, (tenant.id,), values)
-        session.flush()
-        for user in parsed.users:
-            values = user.model_dump(exclude={"web_push_subscriptions"})
-            counts["users"] += _upsert(session, User, (user.tenant_id, user.id), values)
-        session.flush()
-        for user in parsed.users:
-            for sub in user.web_push_subscriptions:
-                existing = session.scalar(
-                    select(WebPushSubscription).where(
-                        WebPushSubscription.tenant_id == user.tenant_id,
-                        WebPushSubscription.endpoint == sub.endpoint,
-                    )
+        row = session.get(kind.model, (tenant_id, record_id))
+        if row is None:
+            return None
+        fields = kind.record.model_fields
+        values = {
+            field.alias or name: getattr(row, name)
+            for name, field in fields.items()
+            if name != "web_push_subscriptions"
+        }
+        if kind is USERS:
+            values["webPushSubscriptions"] = push_subscriptions(
+                session, tenant_id, [record_id]
+            ).get(record_id, [])
+        return kind.record.model_validate(values).model_dump(mode="json")
+
+
+def _put(kind: _Kind, tenant_id: str, record_id: str, fields: _Doc) -> bool:
+    """Create or replace one record; True when it was created."""
+    record = kind.record.model_validate({**fields.model_dump(), "id": record_id})
+    with session_scope() as session:
+        missing = [
+            {"field": to_camel(name), "message": f"no such {model.__tablename__[:-1]}"}
+            for name, model in kind.references
+            if session.get(model, (tenant_id, getattr(record, name))) is None
+        ]
+        if missing:
+            raise InvalidEvent(missing)
+        created = session.get(kind.model, (tenant_id, record_id)) is None
+        rows = _rows(kind.section, tenant_id, record, utcnow())
+        for row_kind in KINDS:
+            table, conflict = _TABLES[row_kind]
+            upsert_rows(session, table, conflict, [row for k, row in rows if k == row_kind])
+        if kind is USERS:  # a replaced person keeps only the subscriptions listed now
+            endpoints = [row["endpoint"] for k, row in rows if k == "webPushSubscriptions"]
+            session.execute(
+                delete(WebPushSubscription).where(
+                    WebPushSubscription.tenant_id == tenant_id,
+                    WebPushSubscription.user_id == record_id,
+                    WebPushSubscription.endpoint.not_in(endpoints),
                 )
-                values = {
-                    "tenant_id": user.tenant_id,
-                    "user_id": user.id,
-                    "endpoint": sub.endpoint,
-                    "p256dh": sub.keys.p256dh,
-                    "auth": sub.keys.auth,
-                }
-                if existing is None:
-                    session.add(WebPushSubscription(**values))
-                    counts["webPushSubscriptions"] += 1
-                elif any(getattr(existing, k) != v for k, v in values.items()):
-                    for k, v in values.items():
-                        setattr(existing, k, v)
-                    counts["webPushSubscriptions"] += 1
-        for membership in parsed.memberships:
-            counts["memberships"] += _upsert(
-                session, Membership, (membership.tenant_id, membership.id), membership.model_dump()
             )
-        for course in parsed.courses:
-            if course.start_time.tzinfo is None:
-                raise InvalidEvent(
-                    [{"field": f"courses.{course.id}.startTime", "message": "needs a UTC offset"}]
-                )
-            counts["courses"] += _upsert(
-                session, Course, (course.tenant_id, course.id), course.model_dump()
-            )
-        session.flush()
-        for booking in parsed.bookings:
-            counts["bookings"] += _upsert(
-                session, Booking, (booking.tenant_id, booking.id), booking.model_dump()
-            )
-    return counts
+    return created
+
+
+def _delete(kind: _Kind, tenant_id: str, record_id: str) -> bool:
+    with session_scope() as session:
+        result = session.execute(
+            delete(kind.model).where(kind.model.tenant_id == tenant_id, kind.model.id == record_id)
+        )
+        return bool(cast(Any, result).rowcount)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON Merge Patch: objects merge, null removes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def get_user(tenant_id: str, user_id: str) -> dict[str, Any] | None:
+    """The person as the directory holds them (camelCase), or None."""
+    return _get(USERS, tenant_id, user_id)
+
+
+def put_user(tenant_id: str, user_id: str, fields: UserFields) -> bool:
+    """Create or replace a person; True when created."""
+    return _put(USERS, tenant_id, user_id, fields)
+
+
+def patch_user(tenant_id: str, user_id: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+    """Apply a JSON Merge Patch (camelCase fields) to a person; the person after it, or
+    None when there is no such person. Raises InvalidEvent when the result is invalid."""
+    current = get_user(tenant_id, user_id)
+    if current is None:
+        return None
+    current.pop("id")
+    try:
+        fields = UserFields.model_validate(merge_patch(current, patch))
+    except ValidationError as exc:
+        raise InvalidEvent(_field_errors(exc)) from exc
+    put_user(tenant_id, user_id, fields)
+    return get_user(tenant_id, user_id)
+
+
+def delete_user(tenant_id: str, user_id: str) -> bool:
+    """Erase a person: their contact points, push subscriptions, preferences, memberships
+    and bookings go; their deliveries stay (for the tenant's reports) with no address or
+    provider response left on them. False when there was no such person."""
+    with session_scope() as session:
+        mine = {"tenant_id": tenant_id, "user_id": user_id}
+        for model in (WebPushSubscription, Booking, Membership):
+            session.execute(delete(model).filter_by(**mine))
+        gone = session.execute(delete(User).where(User.tenant_id == tenant_id, User.id == user_id))
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.tenant_id == tenant_id, OutboxMessage.recipient == user_id)
+            .values(address=None)
+        )
+        session.execute(
+            update(Delivery)
+            .where(Delivery.tenant_id == tenant_id, Delivery.recipient == user_id)
+            .values(raw_response=None)
+        )
+        return bool(cast(Any, gone).rowcount)
+
+
+def get_membership(tenant_id: str, membership_id: str) -> dict[str, Any] | None:
+    return _get(MEMBERSHIPS, tenant_id, membership_id)
+
+
+def put_membership(tenant_id: str, membership_id: str, fields: MembershipFields) -> bool:
+    return _put(MEMBERSHIPS, tenant_id, membership_id, fields)
+
+
+def delete_membership(tenant_id: str, membership_id: str) -> bool:
+    return _delete(MEMBERSHIPS, tenant_id, membership_id)
+
+
+def get_course(tenant_id: str, course_id: str) -> dict[str, Any] | None:
+    return _get(COURSES, tenant_id, course_id)
+
+
+def put_course(tenant_id: str, course_id: str, fields: CourseFields) -> bool:
+    return _put(COURSES, tenant_id, course_id, fields)
+
+
+def delete_course(tenant_id: str, course_id: str) -> bool:
+    """Delete a course and its bookings."""
+    with session_scope() as session:
+        session.execute(
+            delete(Booking).where(Booking.tenant_id == tenant_id, Booking.course_id == course_id)
+        )
+    return _delete(COURSES, tenant_id, course_id)
+
+
+def get_booking(tenant_id: str, booking_id: str) -> dict[str, Any] | None:
+    return _get(BOOKINGS, tenant_id, booking_id)
+
+
+def put_booking(tenant_id: str, booking_id: str, fields: BookingFields) -> bool:
+    return _put(BOOKINGS, tenant_id, booking_id, fields)
+
+
+def delete_booking(tenant_id: str, booking_id: str) -> bool:
+    return _delete(BOOKINGS, tenant_id, booking_id)
 
 
 def recipients_query(

@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import Celery
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
@@ -24,8 +25,17 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from config.settings import get_settings, require_secret_key
-from notifier.events import Envelope
-from notifier.web import console, events_api, links, ops, outbox, webhooks
+from notifier.events import Envelope, InvalidEvent
+from notifier.web import (
+    console,
+    directory_api,
+    events_api,
+    links,
+    ops,
+    outbox,
+    status_api,
+    webhooks,
+)
 from notifier.web.guards import BodyLimit, dev_host_only
 from notifier.web.sns import Fetcher, SnsVerifier, fetch_url
 
@@ -90,6 +100,8 @@ def create_app(
     registry.register(ops.DatabaseCollector(celery_app))
     app.state.metrics_registry = registry
     app.include_router(events_api.router)
+    app.include_router(status_api.router)
+    app.include_router(directory_api.router)
     app.include_router(webhooks.router)
     app.include_router(links.router)
     app.include_router(ops.router)
@@ -104,6 +116,8 @@ def create_app(
 
     for unavailable in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(unavailable, database_down)
+    app.add_exception_handler(RequestValidationError, directory_api.request_invalid)
+    app.add_exception_handler(InvalidEvent, directory_api.request_invalid)
 
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app
