@@ -138,9 +138,25 @@ class Channel:
     rate_scope: ClassVar[str] = "provider"
 
     def send(self, message: Message) -> DeliveryResult:
-        payload = self.build_payload(message)
+        payload = self.payload_for(message)
         response = self.post(message, payload)
         return self.parse_response(message, response)
+
+    def payload_for(self, message: Message) -> Any:
+        """`build_payload`, where any error but a channel error fails the message for good,
+        naming its templates: the same content fails the same way on every retry."""
+        try:
+            return self.build_payload(message)
+        except NotifierError:
+            raise
+        except Exception as exc:
+            locale = message.attributes.get("locale") or "?"
+            raise PermanentChannelError(
+                f"building the {self.name} payload from templates "
+                f"{locale}/{message.event_type}/{message.channel}.* failed: "
+                f"{type(exc).__name__}: {str(exc)[:200]}",
+                **self.error_context(message),
+            ) from exc
 
     def send_many(self, messages: list[Message]) -> list[DeliveryResult | NotifierError]:
         """Send a chunk; one result or error per message, in order. Channels with a bulk

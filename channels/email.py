@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FROM = "notifications@kyo.app"
 DAILY_QUOTA_RETRY_AFTER = 600.0
+SUBJECT_MAX = 250
+"""Characters of a Subject (mail clients show far fewer; RFC 5322 lines stop at 998)."""
 """SES: on "Daily message quota exceeded" wait (at least) 10 minutes before trying again."""
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -69,6 +71,11 @@ def sender_address() -> str:
 def _one_line(value: str) -> str:
     """Header values never carry line breaks (no header injection from a subject)."""
     return " ".join(value.splitlines()).strip()
+
+
+def _subject(value: str) -> str:
+    subject = _one_line(value)
+    return subject if len(subject) <= SUBJECT_MAX else subject[: SUBJECT_MAX - 1].rstrip() + "…"
 
 
 def _message_id(message: Message, domain: str) -> str:
@@ -131,7 +138,7 @@ def build_mime(message: Message, *, sender: str, max_body_len: int) -> OutgoingE
     head = [
         _header("From", header_from),
         _header("To", message.address),
-        _header("Subject", _one_line(message.subject)),
+        _header("Subject", _subject(message.subject)),
         _header("Date", formatdate(usegmt=True)),
         _header("Message-ID", message_id),
     ]

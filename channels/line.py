@@ -275,7 +275,7 @@ class LineChannel(Channel):
         singles: list[tuple[int, Message, list[Any]]] = []
         for index, message in enumerate(messages):
             try:
-                payload = self.build_payload(message)
+                payload = self.payload_for(message)
                 token = self._token(message)
                 address = self._address(message)
             except NotifierError as exc:

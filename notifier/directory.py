@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Annotated, Any, cast
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -152,6 +153,19 @@ class UserFields(_Doc):
     active: bool = True
     web_push_subscriptions: list[PushSubscriptionDoc] = Field(default_factory=list)
     preferences: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("email")
+    @classmethod
+    def _one_address(cls, value: str | None) -> str | None:
+        """Exactly one addr-spec, checked by an RFC 5322/6531 parser: "a@b.com, evil@x.com"
+        or a display name would otherwise reach a mail server as more than one recipient."""
+        if not value:
+            return None  # no email address
+        try:
+            validate_email(value, check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise ValueError(f"must be one email address ({exc})") from None
+        return value
 
 
 class UserRecord(UserFields):

@@ -10,15 +10,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -38,6 +39,72 @@ class InvalidEvent(ValueError):
         super().__init__(f"invalid event: {lines}")
 
 
+# Bounds of the typed data fields: what a template inserts into a message is never larger
+# than a channel can carry, and no number is too big to format.
+INT64_MAX = 2**63 - 1
+AMOUNT_MAX_DIGITS = 18
+AMOUNT_MAX_DECIMALS = 4
+ID_MAX = 128
+NAME_MAX = 200
+TEXT_MAX = 2000
+URL_MAX = 2048
+LINE_BREAKS = frozenset("\n\r\u0085\u2028\u2029")
+# Characters RFC 3986 never allows unencoded in a URL: in a message's markup they would end
+# the link (Slack's `<url|label>`, an HTML attribute) and start something else.
+URL_FORBIDDEN = frozenset('<>"\\^`{|} ')
+
+
+def _controls(value: str, allowed: frozenset[str] = frozenset()) -> str:
+    """Refuse control characters (C0, DEL, C1) and line separators not in `allowed`."""
+    for char in value:
+        if char in allowed:
+            continue
+        if ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 or char in LINE_BREAKS:
+            raise ValueError(f"must not contain the control character {char!r}")
+    return value
+
+
+def _one_line(value: str) -> str:
+    return _controls(value)
+
+
+def _multi_line(value: str) -> str:
+    return _controls(value, frozenset("\n\r\t"))
+
+
+def _web_url(value: str) -> str:
+    """An absolute http(s) URL with a host, written with URL characters only."""
+    _controls(value)
+    bad = sorted({char for char in value if char in URL_FORBIDDEN})
+    if bad:
+        raise ValueError(
+            f"must be a URL without {', '.join(repr(c) for c in bad)} (percent-encode them)"
+        )
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        scheme = f"{parts.scheme}:" if parts.scheme else "no scheme"
+        raise ValueError(f"must be an http or https URL, not {scheme}")
+    if not host:
+        raise ValueError("must be a URL with a host name")
+    return value
+
+
+Ident = Annotated[str, Field(min_length=1, max_length=ID_MAX), AfterValidator(_one_line)]
+"""An id or code (payment id, invoice number, category): one line, at most 128 characters."""
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX), AfterValidator(_one_line)]
+"""A name shown in a message (person, file, course, place): one line, at most 200."""
+Text = Annotated[str, Field(max_length=TEXT_MAX), AfterValidator(_multi_line)]
+"""Free text (a reason, a message): line breaks allowed, at most 2,000 characters."""
+WebUrl = Annotated[str, Field(max_length=URL_MAX), AfterValidator(_web_url)]
+"""An http(s) link: never javascript:, data: or anything a message's markup would run."""
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+"""A non-negative integer within 64 bits."""
+
+
 class _Data(BaseModel):
     """Event data: camelCase on the wire, unknown fields kept."""
 
@@ -45,104 +112,101 @@ class _Data(BaseModel):
 
 
 class _MoneyMixin(_Data):
-    amount: Decimal
+    # Digits bounded in total and after the point: "1e100000" (8 characters, 100,001
+    # digits once formatted) is refused here, before any template formats it.
+    amount: Decimal = Field(
+        max_digits=AMOUNT_MAX_DIGITS, decimal_places=AMOUNT_MAX_DECIMALS, allow_inf_nan=False
+    )
     currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")
-
-    @field_validator("amount")
-    @classmethod
-    def _finite(cls, value: Decimal) -> Decimal:
-        if not value.is_finite():
-            raise ValueError("amount must be a finite number")
-        return value
 
 
 class FileUploaded(_Data):
-    file_name: str = Field(min_length=1)
-    category: str
-    uploaded_by: str
-    size_bytes: int = Field(ge=0)
+    file_name: Name
+    category: Ident
+    uploaded_by: Name
+    size_bytes: Count
 
 
 class FileProcessed(_Data):
-    file_name: str = Field(min_length=1)
-    category: str
+    file_name: Name
+    category: Ident
     status: Literal["completed", "failed"]
-    download_url: str | None = None
+    download_url: WebUrl | None = None
 
 
 class FileVirusDetected(_Data):
-    file_name: str = Field(min_length=1)
-    uploaded_by: str = Field(min_length=1)
-    threat_name: str
+    file_name: Name
+    uploaded_by: Name
+    threat_name: Name
 
 
 class MemberRegistered(_Data):
-    member_name: str = Field(min_length=1)
+    member_name: Name
 
 
 class MemberCheckedIn(_Data):
-    member_name: str = Field(min_length=1)
+    member_name: Name
     checked_in_at: AwareDatetime
-    location: str | None = None
+    location: Name | None = None
 
 
 class MembershipExpiring(_Data):
-    member_name: str = Field(min_length=1)
-    membership_type: str
+    member_name: Name
+    membership_type: Name
     expiry_date: dt.date
-    days_left: int = Field(ge=0)
+    days_left: Count
 
 
 class CourseBookingConfirmed(_Data):
-    course_id: str
-    course_name: str
-    instructor_name: str
+    course_id: Ident
+    course_name: Name
+    instructor_name: Name
     start_time: AwareDatetime
-    location: str
+    location: Name
 
 
 class CourseCancelled(_Data):
-    course_id: str
-    course_name: str
+    course_id: Ident
+    course_name: Name
     start_time: AwareDatetime
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class CourseReminder(_Data):
-    course_id: str
-    course_name: str
-    instructor_name: str
+    course_id: Ident
+    course_name: Name
+    instructor_name: Name
     start_time: AwareDatetime
-    location: str
-    remaining_slots: int = Field(ge=0)
+    location: Name
+    remaining_slots: Count
 
 
 class PaymentSuccess(_MoneyMixin):
-    payment_id: str
-    description: str | None = None
+    payment_id: Ident
+    description: Text | None = None
 
 
 class PaymentFailed(_MoneyMixin):
-    payment_id: str
-    reason: str
-    retry_url: str | None = None
+    payment_id: Ident
+    reason: Text
+    retry_url: WebUrl | None = None
 
 
 class InvoiceGenerated(_MoneyMixin):
-    invoice_number: str
-    download_url: str
+    invoice_number: Ident
+    download_url: WebUrl
 
 
 class SystemBackupCompleted(_Data):
-    backup_id: str
-    size_bytes: int = Field(ge=0)
+    backup_id: Ident
+    size_bytes: Count
     completed_at: AwareDatetime
 
 
 class SystemMaintenance(_Data):
     starts_at: AwareDatetime
     ends_at: AwareDatetime
-    message: str
+    message: Text
 
 
 DATA_SCHEMAS: dict[str, type[_Data]] = {

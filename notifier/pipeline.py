@@ -38,7 +38,7 @@ from notifier.events import (
 )
 from notifier.models import Delivery, DeliveryStatus, Event, EventStatus, Tenant, User, utcnow
 from notifier.selection import select_channels
-from notifier.sending import not_waiting
+from notifier.sending import fail_spent, not_waiting
 
 log = logging.getLogger("notifier.pipeline")
 
@@ -439,7 +439,9 @@ def requeue_stalled(
     now: dt.datetime | None = None, limit: int = 10_000
 ) -> list[tuple[str, list[int]]]:
     """Deliveries whose send task was lost: a claim older than the stale timeout, or a
-    queued row untouched for longer than the longest retry countdown."""
+    queued row untouched for longer than the longest retry countdown. A delivery whose
+    attempts are spent (a message that kills its worker every time) fails instead: never
+    sent again, dead-lettered, and its fallback channel is what gets queued."""
     now = now or utcnow()
     settings = get_settings()
     stale_claim = now - dt.timedelta(seconds=settings.stale_claim_seconds)
@@ -449,7 +451,7 @@ def requeue_stalled(
     with session_scope() as session:
         rows = (
             session.execute(
-                select(Delivery.channel, Delivery.id)
+                select(Delivery.channel, Delivery.id, Delivery.attempts)
                 .where(
                     (
                         (Delivery.status == DeliveryStatus.SENDING)
@@ -467,7 +469,16 @@ def requeue_stalled(
             .tuples()
             .all()
         )
-    return group_chunks(list(rows))
+    budget = settings.send_max_retries + 1
+    spent = [(channel, pk) for channel, pk, attempts in rows if attempts >= budget]
+    again = [(channel, pk) for channel, pk, attempts in rows if attempts < budget]
+    for channel, ids in group_chunks(spent):
+        again.extend(
+            (fallback, pk)
+            for fallback, pks in fail_spent(channel, ids, stale_claim, now).fallbacks
+            for pk in pks
+        )
+    return group_chunks(again)
 
 
 def unplanned_events(now: dt.datetime | None = None, limit: int = 1_000) -> list[int]:

@@ -161,6 +161,11 @@ def choose_locale(event_type: str, channel: str, candidates: list[str | None]) -
     raise TemplateProblem(name, f"not found (locales tried: {', '.join(tried)})")
 
 
+def _problem(exc: Exception) -> str:
+    """What went wrong, short: the message may quote data, and it ends up in a status."""
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
 def render(
     event_type: str, channel: str, locales: list[str | None], context: dict[str, Any]
 ) -> Rendered:
@@ -174,10 +179,8 @@ def render(
             parts[part] = env.get_template(name).render(context).strip()
         except jinja2.TemplateNotFound as exc:
             raise TemplateProblem(name, "not found") from exc
-        except jinja2.TemplateError as exc:
-            raise TemplateProblem(name, f"{type(exc).__name__}: {exc}") from exc
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise TemplateProblem(name, f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # any error, OverflowError too: it fails this message only
+            raise TemplateProblem(name, _problem(exc)) from exc
     extra: dict[str, Any] = {}
     for part in OPTIONAL_PARTS.get(channel, ()):
         name = template_name(locale, event_type, channel, part)
@@ -185,8 +188,8 @@ def render(
             source = env.get_template(name).render(context)
         except jinja2.TemplateNotFound:
             continue
-        except (jinja2.TemplateError, TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise TemplateProblem(name, f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise TemplateProblem(name, _problem(exc)) from exc
         try:
             extra[part] = json.loads(source)
         except ValueError as exc:

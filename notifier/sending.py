@@ -136,6 +136,46 @@ def claim(session: Session, channel: str, ids: list[int], now: dt.datetime) -> l
     return sorted(claimed, key=lambda delivery: delivery.id)
 
 
+def fail_spent(channel: str, ids: list[int], stale: dt.datetime, now: dt.datetime) -> ChunkOutcome:
+    """Fail the stalled deliveries among `ids` that have used every attempt (the last one
+    never finished: its worker was lost), as a last attempt's failure is recorded. Taken
+    with the same atomic claim as a send, so a run that is still sending one keeps it."""
+    outcome = ChunkOutcome()
+    budget = get_settings().send_max_retries + 1
+    with session_scope(autocommit=True) as reader, session_scope() as session:
+        spent = (
+            reader.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_(ids),
+                    Delivery.channel == channel,
+                    Delivery.attempts >= budget,
+                    or_(
+                        Delivery.status == DeliveryStatus.QUEUED,
+                        (Delivery.status == DeliveryStatus.SENDING) & (Delivery.claimed_at < stale),
+                    ),
+                )
+                .values(status=DeliveryStatus.SENDING, claimed_at=now, updated_at=now)
+                .returning(Delivery)
+                .execution_options(synchronize_session=False)
+            )
+            .scalars()
+            .all()
+        )
+        if not spent:
+            return outcome
+        ctx = load_context(reader, channel, list(spent))
+        for delivery in spent:
+            error = TransientChannelError(
+                f"the last of {delivery.attempts} attempts never finished (its worker was lost)",
+                channel=channel,
+                delivery_id=delivery.id,
+            )
+            _record(session, delivery, ctx, error, True, outcome, now)
+        session.commit()
+    return outcome
+
+
 def load_context(session: Session, channel: str, deliveries: list[Delivery]) -> ChunkContext:
     tenant_ids = {d.tenant_id for d in deliveries}
     recipients = {d.recipient for d in deliveries}
@@ -268,6 +308,19 @@ def build_message(delivery: Delivery, ctx: ChunkContext) -> Message:
     )
 
 
+def build_failure(exc: Exception, delivery: Delivery, ctx: ChunkContext) -> PermanentChannelError:
+    """A message that could not be built, as a permanent failure naming its template."""
+    if isinstance(exc, TemplateProblem):
+        reason = str(exc)
+    else:
+        event_type = ctx.events[delivery.event_pk].event_type
+        reason = (
+            f"building the message from templates {event_type}/{delivery.channel}.* failed: "
+            f"{type(exc).__name__}: {str(exc)[:200]}"
+        )
+    return PermanentChannelError(reason, channel=delivery.channel, delivery_id=delivery.id)
+
+
 def channel_rate(backend: Channel) -> float:
     """NOTIFIER_RATE_<CHANNEL> overrides the provider's default messages per second."""
     override = os.environ.get(f"NOTIFIER_RATE_{backend.name.upper()}")
@@ -313,10 +366,8 @@ def send_chunk(
             for delivery in group:
                 try:
                     call.append((delivery, build_message(delivery, ctx)))
-                except TemplateProblem as exc:
-                    error = PermanentChannelError(
-                        str(exc), channel=channel, delivery_id=delivery.id
-                    )
+                except Exception as exc:  # the same content fails the same way: no retry
+                    error = build_failure(exc, delivery, ctx)
                     _record(session, delivery, ctx, error, final_attempt, outcome, now)
                     session.commit()
                     outcome.committed()

@@ -95,7 +95,8 @@ def tracked_url(url: str, delivery_id: int, tenant_id: str, channel: str, event_
     return f"{get_settings().public_base_url}/c/{token}"
 
 
-_TEXT_LINK = re.compile(r"https?://[^\s<>\"'\]\)]+")
+# A link ends where Slack's "<url|label>" does: "|" is never part of it.
+_TEXT_LINK = re.compile(r"https?://[^\s<>\"'\]\)|]+")
 _HTML_HREF = re.compile(r'href="(https?://[^"]+)"')
 
 
@@ -114,4 +115,12 @@ def track_links(
 
     if html:
         return _HTML_HREF.sub(lambda m: f'href="{swap(unescape(m.group(1)))}"', text)
+    if channel == "slack":  # mrkdwn escapes "&" in a link as "&amp;"
+
+        def swap_mrkdwn(match: re.Match[str]) -> str:
+            url = match.group(0).replace("&amp;", "&")
+            tracked = swap(url)
+            return match.group(0) if tracked == url else tracked
+
+        return _TEXT_LINK.sub(swap_mrkdwn, text)
     return _TEXT_LINK.sub(lambda m: swap(m.group(0)), text)
