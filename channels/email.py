@@ -27,6 +27,7 @@ from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from functools import cache
 from typing import Any, ClassVar, NamedTuple
 
+from channels.aws import aws_client, aws_region
 from channels.base import (
     Channel,
     DeliveryResult,
@@ -227,14 +228,10 @@ class SesEmailChannel(Channel):
     def _client(self) -> Any:
         """A sesv2 client per thread (creating clients is not thread-safe; using one is),
         rebuilt when the region, endpoint, credentials or timeouts change."""
-        import boto3
-        from botocore.config import Config
-
-        region = os.environ.get("AWS_DEFAULT_REGION", "").strip() or "us-east-1"
-        endpoint = os.environ.get("AWS_ENDPOINT_URL", "").strip() or None
+        region = aws_region()
         key = (
             region,
-            endpoint,
+            os.environ.get("AWS_ENDPOINT_URL", ""),
             os.environ.get("AWS_ACCESS_KEY_ID", ""),
             os.environ.get("AWS_PROFILE", ""),
             self.connect_timeout,
@@ -243,15 +240,11 @@ class SesEmailChannel(Channel):
         cached = getattr(self._local, "client", None)
         if cached is not None and cached[0] == key:
             return cached[1]
-        config = Config(
-            # total_max_attempts counts the first request: 1 = no botocore retries at all.
-            # (`max_attempts` counts retries only: max_attempts=1 would mean two requests.)
-            retries={"total_max_attempts": 1, "mode": "standard"},
+        client = aws_client(
+            "sesv2",
+            region=region,
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
-        )
-        client = boto3.session.Session().client(
-            "sesv2", region_name=region, endpoint_url=endpoint, config=config
         )
         self._local.client = (key, client)
         return client

@@ -14,11 +14,10 @@ import threading
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-import boto3
 import phonenumbers
 from botocore import exceptions as bce
-from botocore.config import Config
 
+from channels.aws import aws_client, aws_region
 from channels.base import (
     Channel,
     DeliveryResult,
@@ -46,11 +45,10 @@ def sns_client(connect_timeout: float, read_timeout: float) -> Any:
     under a lock (the default session is not thread-safe). botocore's retries are off so
     the task's retry budget is the only one.
     """
-    region = os.environ.get("AWS_DEFAULT_REGION", "").strip() or "us-east-1"
-    endpoint = os.environ.get("AWS_ENDPOINT_URL", "").strip() or None
+    region = aws_region()
     key = (
         region,
-        endpoint,
+        os.environ.get("AWS_ENDPOINT_URL", ""),
         os.environ.get("AWS_ACCESS_KEY_ID", ""),
         os.environ.get("AWS_PROFILE", ""),
         connect_timeout,
@@ -59,16 +57,9 @@ def sns_client(connect_timeout: float, read_timeout: float) -> Any:
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            # In client config "max_attempts" counts *retries* (1 = two requests);
-            # total_max_attempts=1 is exactly one request per call.
-            config = Config(
-                retries={"total_max_attempts": 1, "mode": "standard"},
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
+            client = aws_client(
+                "sns", region=region, connect_timeout=connect_timeout, read_timeout=read_timeout
             )
-            session = boto3.session.Session(region_name=region)
-            # endpoint_url=None lets botocore resolve AWS_ENDPOINT_URL_SNS by itself.
-            client = session.client("sns", config=config, endpoint_url=endpoint)
             _clients[key] = client
         return client
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
 from dataclasses import dataclass, fields
@@ -26,12 +25,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from channels.aws import aws_client
 from config.ingest_mapping import ENVELOPE_KEYS, EVENTBRIDGE_EVENT_TYPES, METADATA_KEYS
 from config.settings import get_settings
 from notifier.alarms import raise_alarm
@@ -231,17 +229,8 @@ def _queue_region(queue_url: str) -> str | None:
 def sqs_client(queue_url: str, wait_seconds: int) -> Any:
     """An SQS client in the queue's region; one request per call (the loop retries), and a
     read timeout above the long-poll wait."""
-    region = (
-        _queue_region(queue_url) or os.environ.get("AWS_DEFAULT_REGION", "").strip() or "us-east-1"
-    )
-    config = Config(
-        retries={"total_max_attempts": 1, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=wait_seconds + 10,
-    )
-    endpoint = os.environ.get("AWS_ENDPOINT_URL", "").strip() or None
-    return boto3.session.Session(region_name=region).client(
-        "sqs", config=config, endpoint_url=endpoint
+    return aws_client(
+        "sqs", region=_queue_region(queue_url), connect_timeout=5, read_timeout=wait_seconds + 10
     )
 
 

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import boto3
-from botocore.config import Config
 from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 
+from channels.aws import aws_client
 from config.settings import get_settings
 from notifier import ratelimit
 from notifier.db import session_scope
@@ -227,14 +225,7 @@ def _report(
 def cloudwatch_client() -> Any:
     """A CloudWatch client making one request per call: a failed export is retried by the
     next scheduled run, not by botocore inside this one."""
-    region = os.environ.get("AWS_DEFAULT_REGION", "").strip() or "us-east-1"
-    endpoint = os.environ.get("AWS_ENDPOINT_URL", "").strip() or None
-    config = Config(
-        retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=15
-    )
-    return boto3.session.Session(region_name=region).client(
-        "cloudwatch", config=config, endpoint_url=endpoint
-    )
+    return aws_client("cloudwatch", connect_timeout=5, read_timeout=15)
 
 
 def _datum(
