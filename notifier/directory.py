@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Annotated, Any, cast
 
+import psycopg
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
@@ -20,9 +23,22 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
-from sqlalchemy import ARRAY, Select, String, Table, and_, any_, bindparam, delete, select, update
+from sqlalchemy import (
+    ARRAY,
+    Select,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -82,7 +98,12 @@ class _Doc(BaseModel):
         serialize_by_alias=True,
     )
 
-    @field_validator("*", mode="after")
+
+class _Stored(_Doc):
+    """A record stored as a row: nothing in it, at any depth, may hold a NUL (one walk of
+    the raw input, before the fields are validated)."""
+
+    @model_validator(mode="before")
     @classmethod
     def _no_nul(cls, value: Any) -> Any:
         return _storable(value)
@@ -118,7 +139,7 @@ def _utc(value: dt.datetime) -> dt.datetime:
 AwareTime = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 
-class TenantDoc(_Doc):
+class TenantDoc(_Stored):
     id: Id
     name: str = Field(max_length=200)
     timezone: str = Field("UTC", max_length=64)
@@ -139,7 +160,7 @@ class PushSubscriptionDoc(_Doc):
     keys: PushKeys
 
 
-class UserFields(_Doc):
+class UserFields(_Stored):
     """A person, as `PUT /users/{userId}` takes it: the id comes from the path, the tenant
     from the API key."""
 
@@ -180,7 +201,7 @@ class UserDoc(UserRecord):
     tenant_id: Id
 
 
-class MembershipFields(_Doc):
+class MembershipFields(_Stored):
     user_id: Id
     membership_type: str = Field(max_length=100)
     expires_at: dt.date
@@ -194,7 +215,7 @@ class MembershipDoc(MembershipRecord):
     tenant_id: Id
 
 
-class CourseFields(_Doc):
+class CourseFields(_Stored):
     course_name: str = Field(max_length=200)
     instructor_name: str = Field("", max_length=200)
     start_time: AwareTime
@@ -211,7 +232,7 @@ class CourseDoc(CourseRecord):
     tenant_id: Id
 
 
-class BookingFields(_Doc):
+class BookingFields(_Stored):
     course_id: Id
     user_id: Id
     status: str = Field("confirmed", max_length=16)
@@ -260,6 +281,7 @@ TENANT_SECTIONS: dict[str, type[_Doc]] = {
 }
 KINDS = ("tenants", "users", "webPushSubscriptions", "courses", "memberships", "bookings")
 """Written in this order: a row after the rows it refers to."""
+PARENTS = frozenset({"tenants", "users", "courses"})
 _TABLES: dict[str, tuple[Table, tuple[str, ...]]] = {
     "tenants": (cast(Table, Tenant.__table__), ("id",)),
     "users": (cast(Table, User.__table__), ("tenant_id", "id")),
@@ -307,13 +329,56 @@ class ImportSummary:
 
 class _Batches:
     """Rows waiting to be upserted, per kind. Before a kind's batch is written, the pending
-    rows of the kinds it may refer to are written."""
+    rows of the kinds it may refer to are written. The writes run on one writer thread
+    while the caller parses and validates the next items (the database's time and the
+    parser's overlap); at most two batches wait for it, so memory stays bounded."""
 
     def __init__(self, session: Session, summary: ImportSummary, batch_size: int):
         self.session = session
         self.summary = summary
         self.batch_size = batch_size
         self.pending: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {k: {} for k in KINDS}
+        self.analyzed: set[str] = set()
+        self.jobs: queue.Queue[tuple[str, list[dict[str, Any]]] | None] = queue.Queue(maxsize=2)
+        self.failure: BaseException | None = None
+        self.writer = threading.Thread(target=self._write_jobs, name="directory-writer")
+        self.writer.start()
+
+    def _write_jobs(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            if self.failure is None:
+                try:
+                    self._write(*job)
+                except BaseException as exc:  # handed to the caller's thread
+                    self.failure = exc
+
+    def _write(self, kind: str, rows: list[dict[str, Any]]) -> None:
+        table, conflict = _TABLES[kind]
+        try:
+            changed = upsert_rows(self.session, table, conflict, rows)
+        except (IntegrityError, psycopg.IntegrityError) as exc:
+            raise InvalidEvent(
+                [
+                    {
+                        "field": kind,
+                        "message": "refers to a tenant, user or course that is not in the "
+                        "directory (list it earlier in the document, or import it first)",
+                    }
+                ]
+            ) from exc
+        self.summary.changed[kind] += changed
+        if kind in PARENTS:
+            self._analyze(kind)
+
+    def _analyze(self, kind: str) -> None:
+        """PostgreSQL checks each child row's foreign key with a plan made from the parent
+        table's statistics: for a table that had none (new, or filled since) that plan is a
+        sequential scan, and every batch gets slower than the one before. Fresh statistics
+        after the first batch of a parent keep the checks on the index."""
+        if kind in self.analyzed or self.session.get_bind().dialect.name != "postgresql":
+            return
+        self.analyzed.add(kind)
+        self.session.execute(text(f"ANALYZE {_TABLES[kind][0].name}"))
 
     def add(self, kind: str, row: dict[str, Any]) -> None:
         conflict = _TABLES[kind][1]
@@ -323,25 +388,20 @@ class _Batches:
             self.flush(kind)
 
     def flush(self, upto: str = KINDS[-1]) -> None:
+        self.raise_failure()
         for kind in KINDS[: KINDS.index(upto) + 1]:
-            rows = list(self.pending[kind].values())
-            if not rows:
-                continue
-            self.pending[kind] = {}
-            table, conflict = _TABLES[kind]
-            try:
-                changed = upsert_rows(self.session, table, conflict, rows)
-            except IntegrityError as exc:
-                raise InvalidEvent(
-                    [
-                        {
-                            "field": kind,
-                            "message": "refers to a tenant, user or course that is not in the "
-                            "directory (list it earlier in the document, or import it first)",
-                        }
-                    ]
-                ) from exc
-            self.summary.changed[kind] += changed
+            if self.pending[kind]:
+                self.jobs.put((kind, list(self.pending[kind].values())))
+                self.pending[kind] = {}
+
+    def stop(self) -> None:
+        """Wait until every batch handed over is written (or the first write failed)."""
+        self.jobs.put(None)
+        self.writer.join()
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
 
 def import_items(
@@ -365,34 +425,39 @@ def import_items(
     with session_scope() as session:
         batches = _Batches(session, summary, batch_size)
         try:
-            for section, raw in items:
-                model = sections.get(section)
-                if model is None:
-                    errors.append({"field": section, "message": "unknown section"})
-                    break
-                index = seen[section]
-                seen[section] += 1
-                try:
-                    record = model.model_validate(raw)
-                except ValidationError as exc:
-                    errors.extend(_field_errors(exc, f"{section}.{index}."))
-                    if len(errors) >= MAX_ERRORS:
+            try:
+                for section, raw in items:
+                    model = sections.get(section)
+                    if model is None:
+                        errors.append({"field": section, "message": "unknown section"})
                         break
-                    continue
-                named = cast(Any, record)
-                owner = tenant_id or (named.id if section == "tenants" else named.tenant_id)
-                for kind, row in _rows(section, owner, record, now):
-                    summary.read[kind] += 1
-                    if not errors:
-                        batches.add(kind, row)
-                if progress and summary.read[section] % batch_size == 0:
-                    progress(summary)
-        except MalformedDocument as exc:
-            errors.append({"field": "document", "message": str(exc)})
+                    index = seen[section]
+                    seen[section] += 1
+                    try:
+                        record = model.model_validate(raw)
+                    except ValidationError as exc:
+                        errors.extend(_field_errors(exc, f"{section}.{index}."))
+                        if len(errors) >= MAX_ERRORS:
+                            break
+                        continue
+                    named = cast(Any, record)
+                    owner = tenant_id or (named.id if section == "tenants" else named.tenant_id)
+                    for kind, row in _rows(section, owner, record, now):
+                        summary.read[kind] += 1
+                        if not errors:
+                            batches.add(kind, row)
+                    if progress and summary.read[section] % batch_size == 0:
+                        progress(summary)
+            except MalformedDocument as exc:
+                errors.append({"field": "document", "message": str(exc)})
+            if not errors:
+                batches.flush()
+        finally:
+            batches.stop()
         if errors:
             session.rollback()
             raise InvalidEvent(errors[:MAX_ERRORS])
-        batches.flush()
+        batches.raise_failure()
     summary.seconds = time.monotonic() - started
     if progress:
         progress(summary)
