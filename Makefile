@@ -17,12 +17,13 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/notifier dev
 
-# Headless Chromium (and CJK fonts) for the outbox page test, from Debian's packages when we
-# may install them; without it that one test is skipped, with its reason.
+# Headless Chromium (and CJK fonts) for the outbox page and console tests (the console test
+# drives it with Playwright), from Debian's packages when we may install them; without it
+# those tests are skipped, with their reason.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk \
-	  fonts-noto-color-emoji >/dev/null; } || echo "chromium not installed: the browser test is skipped"
+	  fonts-noto-color-emoji >/dev/null; } || echo "chromium not installed: the browser tests are skipped"
 
 test: install browser
 	$(BIN)/python -m pytest

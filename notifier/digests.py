@@ -277,10 +277,10 @@ def _record(
     pending: ChunkOutcome,
 ) -> DigestOutcome:
     member_ids = [d.id for d in members]
-    event_ids: dict[int, str] = {
-        delivery_id: event_id
-        for delivery_id, event_id in session.execute(
-            select(Delivery.id, Event.event_id)
+    events: dict[int, tuple[str, dt.datetime]] = {
+        delivery_id: (event_id, accepted_at)
+        for delivery_id, event_id, accepted_at in session.execute(
+            select(Delivery.id, Event.event_id, Event.created_at)
             .join(Event, Event.id == Delivery.event_pk)
             .where(Delivery.id.in_(member_ids))
         ).all()
@@ -291,13 +291,14 @@ def _record(
             StatusChange(
                 delivery_id=d.id,
                 tenant_id=d.tenant_id,
-                event_id=event_ids.get(d.id, ""),
+                event_id=events[d.id][0] if d.id in events else "",
                 recipient=d.recipient,
                 channel=d.channel,
                 status=status,
                 reason=reason,
                 provider_message_id=message_id,
                 digest_id=digest.id,
+                accepted_at=events[d.id][1] if d.id in events else None,
             )
             for d in members
         )

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from channels.registry import get_channel, not_configured
 from config.routing import ROUTES
 from config.settings import CHANNELS, get_settings
+from notifier import metrics
 from notifier.channel_state import unavailable_channels
 from notifier.db import session_scope
 from notifier.dbutil import insert_ignore, insert_new, insert_one
@@ -173,7 +174,12 @@ def _reject(raw: Any, errors: list[dict[str, str]]) -> Accepted:
         "event rejected",
         extra={"event_id": event_id, "tenant": tenant_id, "errors": [e["field"] for e in errors]},
     )
-    return Accepted(event_id, EventStatus.REJECTED, errors)
+    return _counted(Accepted(event_id, EventStatus.REJECTED, errors))
+
+
+def _counted(accepted: Accepted) -> Accepted:
+    metrics.count_event(accepted.status)
+    return accepted
 
 
 def accept(raw: Any) -> Accepted:
@@ -218,7 +224,7 @@ def store(event: ValidEvent, session: Session | None = None) -> Accepted:
                 "event_type": event.event_type,
             },
         )
-        return Accepted(event.event_id, EventStatus.ACCEPTED, [], pk)
+        return _counted(Accepted(event.event_id, EventStatus.ACCEPTED, [], pk))
     # The key is taken. A corrected resend of a rejected event takes the slot over.
     revived = session.execute(
         update(Event)
@@ -231,7 +237,7 @@ def store(event: ValidEvent, session: Session | None = None) -> Accepted:
         .returning(Event.id)
     ).scalar()
     if revived is not None:
-        return Accepted(event.event_id, EventStatus.ACCEPTED, [], revived)
+        return _counted(Accepted(event.event_id, EventStatus.ACCEPTED, [], revived))
     stored = session.scalar(
         select(Event.payload).where(
             Event.tenant_id == event.tenant_id, Event.event_id == event.event_id
@@ -240,8 +246,8 @@ def store(event: ValidEvent, session: Session | None = None) -> Accepted:
     log.info("duplicate event", extra={"event_id": event.event_id, "tenant": event.tenant_id})
     if _content(stored) != _content(event.to_wire()):  # a conflict: dropped, and said so
         errors = [{"field": "eventId", "message": "already used by an event with other content"}]
-        return Accepted(event.event_id, EventStatus.DUPLICATE, errors)
-    return Accepted(event.event_id, EventStatus.DUPLICATE)
+        return _counted(Accepted(event.event_id, EventStatus.DUPLICATE, errors))
+    return _counted(Accepted(event.event_id, EventStatus.DUPLICATE))
 
 
 def _content(wire: Any) -> Any:

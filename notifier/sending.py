@@ -34,7 +34,7 @@ from channels.base import (
 from channels.registry import get_channel
 from config.routing import ROUTES
 from config.settings import get_settings
-from notifier import ratelimit
+from notifier import metrics, ratelimit
 from notifier.alarms import raise_alarm
 from notifier.channel_state import turn_off, unavailable_channels
 from notifier.db import session_scope
@@ -576,6 +576,7 @@ def _change(
         status=str(status),
         reason=reason,
         provider_message_id=provider_message_id,
+        accepted_at=ctx.events[delivery.event_pk].created_at,
     )
 
 
@@ -618,6 +619,7 @@ def _record_failure(
             )
         )
         outcome.retry_ids.append(delivery.id)
+        metrics.count_deliveries(delivery.channel, metrics.RETRY)
         if error.retry_after is not None:
             outcome.retry_after = max(outcome.retry_after or 0.0, error.retry_after)
         return

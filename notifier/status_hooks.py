@@ -20,6 +20,7 @@ nor stops the other hooks (the outcome is already recorded).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ log = logging.getLogger("notifier.status_hooks")
 @dataclass(frozen=True)
 class StatusChange:
     """One delivery's new status, as recorded. `reason` is set where it is not `sent`;
-    `digest_id` when the delivery went out (or failed) as part of a digest."""
+    `digest_id` when the delivery went out (or failed) as part of a digest; `accepted_at`
+    when its event was accepted."""
 
     delivery_id: int
     tenant_id: str
@@ -41,6 +43,7 @@ class StatusChange:
     reason: str | None = None
     provider_message_id: str | None = None
     digest_id: int | None = None
+    accepted_at: dt.datetime | None = None
 
 
 StatusHook = Callable[[Sequence[StatusChange]], None]

@@ -97,7 +97,7 @@ def create_app(
     app.state.sns_verifier = SnsVerifier(settings.ses_feedback_topic_arns, cert_fetcher)
     app.state.celery_app = celery_app
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ops.DatabaseCollector(celery_app))
+    registry.register(ops.PipelineCollector(celery_app))
     app.state.metrics_registry = registry
     app.include_router(events_api.router)
     app.include_router(status_api.router)

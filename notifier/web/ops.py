@@ -1,12 +1,14 @@
 """GET /metrics (Prometheus) and GET /healthz.
 
-The metrics are computed from the database at scrape time, in a registry of their own, so
-every web process reports the same numbers and nothing is lost when one restarts.
+The counters and the histogram are the ones every process adds to in Redis where outcomes
+are recorded (notifier.metrics): a scrape reads them with one round trip, every web process
+reports the same numbers, and deleting old rows (retention) never makes a counter go down.
+The gauges are read at scrape time: deliveries waiting (deferred, batched) with one
+indexed count, and the Celery queues' depth from the broker.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,100 +21,107 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel
-from sqlalchemy import case, func, select, text
-from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import func, select, text
 
+from notifier import metrics as shared
 from notifier.db import get_engine, session_scope
-from notifier.models import Delivery, DeliveryStatus, Event, utcnow
+from notifier.models import Delivery, DeliveryStatus
 from notifier.web.guards import metrics_token
 
 log = logging.getLogger("notifier.web.ops")
 
-LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
-LATENCY_WINDOW = dt.timedelta(hours=1)
 BROKER_TIMEOUT = 3.0
+WAITING = (DeliveryStatus.DEFERRED, DeliveryStatus.BATCHED)
+"""Delivery statuses that wait for a time (quiet hours) or a digest: the waiting gauge."""
 
 router = APIRouter(tags=["operations"])
 
 
-def _latency_seconds(session: Session) -> ColumnElement[Any]:
-    if session.get_bind().dialect.name == "postgresql":
-        return func.extract("epoch", Delivery.sent_at - Delivery.created_at)
-    return (func.julianday(Delivery.sent_at) - func.julianday(Delivery.created_at)) * 86400.0
+def _split(field: str) -> tuple[str, str]:
+    first, _, second = field.partition(shared.SEP)
+    return first, second
 
 
-class DatabaseCollector(Collector):
-    """Events, deliveries, send latency, retries and queue depth, read at scrape time."""
+class PipelineCollector(Collector):
+    """The shared counters and histogram, waiting deliveries and queue depth."""
 
-    def __init__(self, celery_app: Callable[[], Celery], now: Callable[[], dt.datetime] = utcnow):
+    def __init__(self, celery_app: Callable[[], Celery]):
         self.celery_app = celery_app
-        self.now = now
 
     def collect(self) -> Iterator[Any]:
-        with session_scope() as session:
-            yield from self._events(session)
-            yield from self._deliveries(session)
-            yield self._latency(session)
+        stored = shared.read()
+        yield from self._counters(stored)
+        yield from self._histograms(stored["accept_to_sent"])
+        yield self._waiting()
         depth = self._queue_depth()
         if depth is not None:
             yield depth
 
-    def _events(self, session: Session) -> Iterator[Any]:
-        family = CounterMetricFamily(
+    def _counters(self, stored: dict[str, dict[str, str]]) -> Iterator[Any]:
+        events = CounterMetricFamily(
             "notifier_events", "Events received by the pipeline, by outcome.", labels=["status"]
         )
-        rows = session.execute(select(Event.status, func.count()).group_by(Event.status))
-        for status, count in rows:
-            family.add_metric([status], count)
-        yield family
-
-    def _deliveries(self, session: Session) -> Iterator[Any]:
-        family = GaugeMetricFamily(
+        for status, value in sorted(stored["events"].items()):
+            events.add_metric([status], float(value))
+        yield events
+        deliveries = CounterMetricFamily(
             "notifier_deliveries",
-            "Deliveries by channel and current status.",
+            "Deliveries that reached a final status (sent, failed, suppressed), by channel.",
             labels=["channel", "status"],
         )
-        rows = session.execute(
-            select(Delivery.channel, Delivery.status, func.count()).group_by(
-                Delivery.channel, Delivery.status
-            )
-        )
-        for channel, status, count in rows:
-            family.add_metric([channel, status], count)
-        yield family
         retries = CounterMetricFamily(
             "notifier_delivery_retries",
-            "Send attempts beyond the first (sum of attempts - 1), by channel.",
+            "Sends that failed transiently and were queued to be tried again, by channel.",
             labels=["channel"],
         )
-        extra_attempts = session.execute(
-            select(Delivery.channel, func.sum(Delivery.attempts - 1))
-            .where(Delivery.attempts > 1)
-            .group_by(Delivery.channel)
-        )
-        for channel, total in extra_attempts:
-            retries.add_metric([channel], int(total or 0))
+        for field, value in sorted(stored["deliveries"].items()):
+            channel, status = _split(field)
+            if status == shared.RETRY:
+                retries.add_metric([channel], float(value))
+            else:
+                deliveries.add_metric([channel, status], float(value))
+        yield deliveries
         yield retries
 
-    def _latency(self, session: Session) -> HistogramMetricFamily:
-        latency = _latency_seconds(session)
-        columns = [func.sum(case((latency <= bound, 1), else_=0)) for bound in LATENCY_BUCKETS]
-        row = session.execute(
-            select(func.count(), func.sum(latency), *columns).where(
-                Delivery.status == DeliveryStatus.SENT,
-                Delivery.sent_at >= self.now() - LATENCY_WINDOW,
-            )
-        ).one()
-        total, seconds, *cumulative = row
-        buckets = [(str(b), int(c or 0)) for b, c in zip(LATENCY_BUCKETS, cumulative, strict=True)]
-        buckets.append(("+Inf", int(total or 0)))
-        return HistogramMetricFamily(
-            "notifier_send_latency_seconds",
-            "Time from a delivery's creation to its send, for deliveries sent in the last hour.",
-            buckets=buckets,
-            sum_value=float(seconds or 0.0),
+    def _histograms(self, stored: dict[str, str]) -> Iterator[Any]:
+        family = HistogramMetricFamily(
+            "notifier_accept_to_sent_seconds",
+            "Time from an event's accept to its delivery's send, by channel.",
+            labels=["channel"],
         )
+        by_channel: dict[str, dict[str, str]] = {}
+        for field, value in stored.items():
+            channel, part = _split(field)
+            by_channel.setdefault(channel, {})[part] = value
+        for channel, parts in sorted(by_channel.items()):
+            buckets = [
+                (str(bound), float(parts.get(str(bound), 0)))
+                for bound in shared.ACCEPT_TO_SENT_BUCKETS
+            ]
+            buckets.append(("+Inf", float(parts.get("count", 0))))
+            family.add_metric([channel], buckets, sum_value=float(parts.get("sum", 0)))
+        yield family
+
+    def _waiting(self) -> GaugeMetricFamily:
+        """One count over the (status, not_before) index: no table scan."""
+        family = GaugeMetricFamily(
+            "notifier_deliveries_waiting",
+            "Deliveries waiting for a time (deferred: quiet hours) or a digest (batched).",
+            labels=["status"],
+        )
+        with session_scope() as session:
+            counts = dict(
+                session.execute(
+                    select(Delivery.status, func.count())
+                    .where(Delivery.status.in_(WAITING))
+                    .group_by(Delivery.status)
+                )
+                .tuples()
+                .all()
+            )
+        for status in WAITING:
+            family.add_metric([status.value], counts.get(status, 0))
+        return family
 
     def _queue_depth(self) -> GaugeMetricFamily | None:
         """Messages waiting in each Celery queue, when the broker is Redis (a queue is a

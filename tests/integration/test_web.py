@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import html
 import json
-import os
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,7 +20,6 @@ import schemathesis
 from celery import Celery
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
-from prometheus_client.parser import text_string_to_metric_families
 from schemathesis.checks import not_a_server_error
 from sqlalchemy import select
 
@@ -791,75 +789,6 @@ def test_outbox_page_is_off_unless_enabled(db: None) -> None:
 
 
 # -- /metrics and /healthz -------------------------------------------------------------
-
-
-def test_metrics_are_computed_from_the_database(web: Web) -> None:
-    now = utcnow()
-    with session_scope() as session:
-        events = [
-            Event(event_id=f"m-{i}", tenant_id=TENANT, event_type="payment.success", status=status)
-            for i, status in enumerate(["accepted", "accepted", "rejected"])
-        ]
-        session.add_all(events)
-        session.flush()
-
-        def delivery(
-            recipient: str, channel: str, status: str, attempts: int, created_ago: float, sent: bool
-        ) -> Delivery:
-            created = now - dt.timedelta(seconds=created_ago)
-            return Delivery(
-                event_pk=events[0].id,
-                tenant_id=TENANT,
-                recipient=recipient,
-                channel=channel,
-                status=status,
-                attempts=attempts,
-                created_at=created,
-                sent_at=(now if created_ago < 3600 else created) if sent else None,
-            )
-
-        session.add_all(
-            [
-                delivery("u1", "email", "sent", 1, created_ago=3, sent=True),
-                delivery("u1", "line", "sent", 3, created_ago=40, sent=True),
-                delivery("u2", "line", "failed", 2, created_ago=0, sent=False),
-                # Sent two hours ago: outside the latency window.
-                delivery("u2", "email", "sent", 1, created_ago=7200, sent=True),
-            ]
-        )
-    response = web.client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    families = {f.name: f for f in text_string_to_metric_families(response.text)}
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in families.values()
-        for s in family.samples
-    }
-    assert samples[("notifier_events_total", (("status", "accepted"),))] == 2
-    assert samples[("notifier_events_total", (("status", "rejected"),))] == 1
-    deliveries_by = {
-        (dict(k[1])["channel"], dict(k[1])["status"]): v
-        for k, v in samples.items()
-        if k[0] == "notifier_deliveries"
-    }
-    assert deliveries_by == {("email", "sent"): 2, ("line", "sent"): 1, ("line", "failed"): 1}
-    assert samples[("notifier_delivery_retries_total", (("channel", "line"),))] == 3
-    assert ("notifier_delivery_retries_total", (("channel", "email"),)) not in samples
-    latency = "notifier_send_latency_seconds"
-    assert samples[(f"{latency}_count", ())] == 2
-    assert samples[(f"{latency}_sum", ())] == pytest.approx(43, abs=0.01)
-    assert samples[(f"{latency}_bucket", (("le", "2.5"),))] == 0
-    assert samples[(f"{latency}_bucket", (("le", "5.0"),))] == 1
-    assert samples[(f"{latency}_bucket", (("le", "60.0"),))] == 2
-    import worker
-
-    depth = {dict(k[1])["queue"] for k in samples if k[0] == "notifier_queue_depth"}
-    if worker.app.conf.broker_url.startswith("redis"):
-        assert depth == {q.name for q in worker.app.conf.task_queues}
-        assert all(name.startswith(os.environ["NOTIFIER_QUEUE_PREFIX"]) for name in depth)
-    else:  # a queue is a Redis list; other brokers have no cheap depth
-        assert depth == set()
 
 
 def test_healthz_ok(web: Web) -> None:

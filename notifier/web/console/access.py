@@ -147,14 +147,17 @@ def _safe_next(target: str) -> str:
     return target
 
 
-def _login_page(request: Request, status_code: int = 200, problem: str = "") -> Response:
+def _login_page(
+    request: Request, status_code: int = 200, problem: str = "", target: str | None = None
+) -> Response:
+    """The form; `target` is where to go after logging in (default: the `next` parameter)."""
     token = secrets.token_urlsafe(32)
     response = render_page(
         "console/login.html.j2",
         {
             "csrf": token,
             "problem": problem,
-            "next": _safe_next(request.query_params.get("next", "/console/")),
+            "next": _safe_next(target or request.query_params.get("next", "/console/")),
         },
         status_code=status_code,
         headers=CONSOLE_HEADERS,
@@ -178,20 +181,21 @@ async def login_form(request: Request) -> Response:
 
 @router.post("/login", include_in_schema=False)
 async def login(request: Request, form: FormFields) -> Response:
+    target = field(form, "next")
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not hmac.compare_digest(field(form, "csrf").encode(), expected.encode()):
-        return _login_page(request, 403, "The form expired. Enter your key again.")
+        return _login_page(request, 403, "The form expired. Enter your key again.", target)
     client = request.client.host if request.client else "unknown"
     minutes = int(LOCKOUT_WINDOW.total_seconds() // 60)
     locked = f"Too many wrong keys. Try again in {minutes} minutes."
     if await run_in_threadpool(locked_out, client):
-        return _login_page(request, 429, locked)
+        return _login_page(request, 429, locked, target)
     token = await run_in_threadpool(log_in, field(form, "key"), client)
     if token is None:
         if await run_in_threadpool(locked_out, client):
-            return _login_page(request, 429, locked)
-        return _login_page(request, 401, "That key is not valid.")
-    response = RedirectResponse(_safe_next(field(form, "next") or "/console/"), status_code=303)
+            return _login_page(request, 429, locked, target)
+        return _login_page(request, 401, "That key is not valid.", target)
+    response = RedirectResponse(_safe_next(target or "/console/"), status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
         token,
