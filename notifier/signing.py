@@ -95,8 +95,10 @@ def tracked_url(url: str, delivery_id: int, tenant_id: str, channel: str, event_
     return f"{get_settings().public_base_url}/c/{token}"
 
 
-# A link ends where Slack's "<url|label>" does: "|" is never part of it.
-_TEXT_LINK = re.compile(r"https?://[^\s<>\"'\]\)|]+")
+_TEXT_LINK = re.compile(r"https?://[^\s<>\"'\]\)]+")
+# A Slack mrkdwn link as the templates write it: <url|label>, "&" in the url as "&amp;"
+# (text from data has its "<" escaped, so it never looks like one).
+_MRKDWN_LINK = re.compile(r"<(https?://[^\s<>|]+)\|")
 _HTML_HREF = re.compile(r'href="(https?://[^"]+)"')
 
 
@@ -105,7 +107,8 @@ def track_links(
 ) -> str:
     """Every absolute http(s) link of a message made a signed /c/ link; links to this
     deployment itself (unsubscribe, tracked already) stay as they are. In HTML only hrefs
-    are rewritten, and their entities (&amp;) are decoded before signing."""
+    are rewritten, and their entities (&amp;) are decoded before signing; in Slack mrkdwn
+    only <url|label> links, decoded the same way."""
     own = get_settings().public_base_url
 
     def swap(url: str) -> str:
@@ -113,14 +116,13 @@ def track_links(
             return url
         return tracked_url(url, delivery_id, tenant_id, channel, event_type)
 
+    def swap_mrkdwn(escaped: str) -> str:
+        url = escaped.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+        tracked = swap(url)
+        return escaped if tracked == url else tracked
+
     if html:
         return _HTML_HREF.sub(lambda m: f'href="{swap(unescape(m.group(1)))}"', text)
-    if channel == "slack":  # mrkdwn escapes "&" in a link as "&amp;"
-
-        def swap_mrkdwn(match: re.Match[str]) -> str:
-            url = match.group(0).replace("&amp;", "&")
-            tracked = swap(url)
-            return match.group(0) if tracked == url else tracked
-
-        return _TEXT_LINK.sub(swap_mrkdwn, text)
+    if channel == "slack":
+        return _MRKDWN_LINK.sub(lambda m: f"<{swap_mrkdwn(m.group(1))}|", text)
     return _TEXT_LINK.sub(lambda m: swap(m.group(0)), text)
