@@ -510,6 +510,10 @@ def _seed_report_rows() -> None:
                 url="https://kyo.app/=x",
             )
         )
+        # A click whose link named a hostile event type: a spreadsheet must not run it.
+        session.add(
+            Click(tenant_id=TENANT, channel="sms", event_type="=HYPERLINK(1)", url="https://x.y/")
+        )
 
 
 @pytest.mark.usefixtures("lockout_reset")
@@ -518,10 +522,10 @@ def test_analytics_charts_and_csv_show_the_report(app_client: TestClient) -> Non
     log_in(app_client, add_operator("ops", [TENANT]))
     page = app_client.get("/console/analytics", params={"days": 7}).text
     doc = report(TENANT, 7)
-    assert re.search(r'id="total-sent">3<', page) and re.search(r'id="click-rate">33.3%<', page)
+    assert re.search(r'id="total-sent">3<', page) and re.search(r'id="click-rate">66.7%<', page)
     today = doc["dailyBreakdown"][-1]["date"]
     assert f'class="bar-sent" data-date="{today}" data-value="3"' in page
-    assert f'class="bar-clicked" data-date="{today}" data-value="1"' in page
+    assert f'class="bar-clicked" data-date="{today}" data-value="2"' in page
     assert 'class="bar-failed" data-key="sms" data-value="1"' in page
     assert 'class="bar-failed" data-key="payment.failed" data-value="2"' in page
     assert page.count('class="bar-sent"') == 7
@@ -531,8 +535,9 @@ def test_analytics_charts_and_csv_show_the_report(app_client: TestClient) -> Non
     assert "attachment" in csv_response.headers["content-disposition"]
     lines = csv_response.text.splitlines()
     assert lines[0] == "tenant,section,key,sent,clicked,failed,failure_rate"
-    assert f"gym-a,day,{today},3,1,," in lines
-    assert "gym-a,channel,sms,0,0,1,1.0" in lines
+    assert f"gym-a,day,{today},3,2,," in lines
+    assert "gym-a,channel,sms,0,1,1,1.0" in lines
+    assert "gym-a,event_type,'=HYPERLINK(1),0,1,0,0.0" in lines
     assert app_client.get("/console/analytics.csv", params={"tenant": OTHER}).status_code == 404
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,9 +20,9 @@ from notifier.db import get_engine, session_scope
 from notifier.directory import import_document
 from notifier.models import Delivery, Event
 from notifier.web.app import create_app
-from tests.helpers import directory, person
+from tests.helpers import directory, person, wait_for
 from tests.helpers import event as make_event
-from tests.integration.conftest import wait_settled
+from tests.integration.conftest import deliveries, wait_settled
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -143,3 +144,26 @@ def test_queue_depth_is_a_gauge_per_queue(client: TestClient) -> None:
         assert all(name.startswith(os.environ["NOTIFIER_QUEUE_PREFIX"]) for name in depth)
     else:  # a queue is a Redis list; other brokers have no cheap depth
         assert depth == set()
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_a_retry_and_a_failure_are_counted_once_each(client: TestClient, scripted: Any) -> None:
+    scripted.use("email")
+    scripted.channel.reset("transient", "permanent")
+    before = scrape(client)
+    only_email = {"userId": "u1", "channels": ["email"]}
+    publish(make_event("payment.success", eventId="m-fail", metadata=only_email))
+    wait_for(lambda: [d.status for d in deliveries(channel="email")] == ["failed"])
+    change = grew(before, wait_for(lambda: _counted_failure(client, before)))
+    assert change == {
+        ("notifier_events_total", (("status", "accepted"),)): 1,
+        ("notifier_delivery_retries_total", (("channel", "email"),)): 1,
+        ("notifier_deliveries_total", (("channel", "email"), ("status", "failed"))): 1,
+    }
+
+
+def _counted_failure(client: TestClient, before: Samples) -> Samples | None:
+    """The scrape once the failure is counted (the hook runs just after the commit)."""
+    after = scrape(client)
+    key = ("notifier_deliveries_total", (("channel", "email"), ("status", "failed")))
+    return after if after.get(key, 0) > before.get(key, 0) else None
