@@ -6,7 +6,7 @@ encoded Subject, a Message-ID that stays the same on every retry of a delivery, 
 RFC 8058 one-click List-Unsubscribe headers when the message carries an unsubscribe URL.
 
 SES gets the message as `Content.Raw` (the Simple content form loses custom headers in moto
-and cannot carry both parts there; see PROVIDERS.md). SMTP keeps one connection per worker
+and cannot carry both parts there; see docs/providers.md). SMTP keeps one connection per worker
 thread and reuses it across messages.
 """
 
@@ -304,7 +304,7 @@ class SesEmailChannel(Channel):
         )
 
     def _client_error(self, message: Message, exc: Any) -> NotifierError:
-        """Map a botocore ClientError by PROVIDERS.md's SES table."""
+        """Map a botocore ClientError by docs/providers.md's SES table."""
         error = exc.response.get("Error", {}) or {}
         meta = exc.response.get("ResponseMetadata", {}) or {}
         code = str(error.get("Code") or "")

@@ -3,7 +3,7 @@
 Uses line-bot-sdk v3. Every push/multicast carries an `X-Line-Retry-Key` derived from the
 delivery's stable retry key (a multicast chunk's key from its deliveries' keys), so a retry
 after a timeout is answered 409 by LINE instead of sending twice; a 409 counts as sent.
-Responses are mapped per PROVIDERS.md's LINE table.
+Responses are mapped as docs/providers.md's LINE table says.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def _body(raw: Any) -> Any:
 
 
 def classify(status: int, headers: dict[str, str], body: Any) -> LineReply | LineFailure:
-    """PROVIDERS.md's LINE table."""
+    """The answer of the Messaging API, read as docs/providers.md's LINE table says."""
     if 200 <= status < 300 or status == 409:
         return LineReply(status, headers, body)
     raw: dict[str, Any] = {"status": status, "body": body}

@@ -2,7 +2,7 @@
 
 Also home of the SNS plumbing shared with `channels.topic`: a thread-safe client cache
 with botocore's own retries turned off, and the mapping of SNS errors onto the channel
-error tree (PROVIDERS.md, "AWS SNS SMS").
+error tree (docs/providers.md, "SMS").
 """
 
 from __future__ import annotations

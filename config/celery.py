@@ -1,4 +1,5 @@
-"""Celery configuration: the reliability settings of DESIGN.md §5."""
+"""Celery configuration: the reliability settings (late acks, redelivery on a lost worker,
+prefetch 1, a visibility timeout above the longest run and backoff)."""
 
 from __future__ import annotations
 

@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 RecipientRule = Literal[
-    "event_user",  # metadata.userId
-    "uploader_and_admins",  # data.uploadedBy + the tenant's admins
-    "course_bookings",  # every confirmed booking of data.courseId
-    "tenant_admins",  # users with role admin
-    "all_active",  # every active user of the tenant
+    "event_user", "uploader_and_admins", "course_bookings", "tenant_admins", "all_active"
 ]
+RECIPIENT_RULES: dict[RecipientRule, str] = {
+    "event_user": "the person of `metadata.userId`",
+    "uploader_and_admins": "the uploader (`data.uploadedBy`) and the tenant's admins",
+    "course_bookings": "every confirmed booking of `data.courseId`",
+    "tenant_admins": "the tenant's admins",
+    "all_active": "every active user of the tenant",
+}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 CHANNELS = ("line", "email", "sms", "web_push", "slack", "topic")
 TOPIC_CATEGORIES = (
@@ -273,3 +274,502 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     """Forget the cached settings (tests and the dev launcher change the environment)."""
     get_settings.cache_clear()
+
+
+# ---------------------------------------------------------------------------------------
+# Every environment variable the notifier reads, as data: docs/configuration.md is generated
+# from this list (`notifier docs configuration`), and tests/unit/test_docs.py fails when a
+# variable read anywhere in the code is missing here, or a default here differs from the
+# code's. Add a variable here when you read a new one, then regenerate the doc.
+# ---------------------------------------------------------------------------------------
+
+VariableKind = Literal["text", "integer", "number", "flag", "list", "url", "path", "secret"]
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    kind: VariableKind
+    default: str
+    """As it would be written in the environment; "" means unset."""
+    meaning: str
+    section: str
+    read_by_library: bool = False
+    """Read by boto3 or another library, not by the notifier's own code."""
+
+
+def _variables() -> tuple[Variable, ...]:
+    core = "Processes, broker and database"
+    pipeline = "The pipeline"
+    schedule = "Scheduled scans, quiet hours, digests and retention (Beat)"
+    web = "Web app and webhooks"
+    ops = "Ingest, alarms and analytics"
+    line, email, sms, push, slack, topic = (
+        "Channel: LINE",
+        "Channel: email",
+        "Channel: SMS",
+        "Channel: Web Push",
+        "Channel: Slack",
+        "Channel: SNS topics",
+    )
+    aws = "AWS (SES, SNS, SQS, CloudWatch)"
+    items = [
+        Variable(
+            "NOTIFIER_HOME",
+            "path",
+            ".notifier",
+            "Directory of the embedded SQLite database and the embedded Redis "
+            "(used when DATABASE_URL / the broker URL are unset).",
+            core,
+        ),
+        Variable(
+            "DATABASE_URL",
+            "url",
+            "",
+            "SQLAlchemy URL of the database (`postgresql://...` uses psycopg 3). "
+            "Unset: `sqlite:///$NOTIFIER_HOME/notifier.db`.",
+            core,
+        ),
+        Variable(
+            "CELERY_BROKER_URL",
+            "url",
+            "",
+            "Celery broker (`redis://...` or `amqp://...`); wins over REDIS_URL.",
+            core,
+        ),
+        Variable(
+            "REDIS_URL",
+            "url",
+            "",
+            "Redis broker when CELERY_BROKER_URL is unset; both unset: the embedded Redis.",
+            core,
+        ),
+        Variable(
+            "CELERY_RESULT_BACKEND",
+            "url",
+            "",
+            "Where `notify` keeps its result. Unset: the Redis broker, or the database "
+            "(`db+DATABASE_URL`) with a RabbitMQ broker.",
+            core,
+        ),
+        Variable(
+            "NOTIFIER_QUEUE_PREFIX",
+            "text",
+            "",
+            "Prefix of the queue names (`<prefix>notifier`, `<prefix>notifier.send`) and Redis "
+            "keys, so several deployments can share one broker.",
+            core,
+        ),
+        Variable(
+            "NOTIFIER_LOG_LEVEL",
+            "text",
+            "INFO",
+            "Level of the JSON log lines of the worker, Beat and web app (the `notifier` "
+            "command logs at WARNING unless set).",
+            core,
+        ),
+        Variable(
+            "NOTIFIER_RATE_LIMIT_REDIS_URL",
+            "url",
+            "",
+            "Redis holding the rate-limit token buckets. Unset: the embedded Redis under "
+            "NOTIFIER_HOME.",
+            core,
+        ),
+        Variable(
+            "NOTIFIER_SECRET_KEY",
+            "secret",
+            "dev-insecure-secret-change-me",
+            "Signs the unsubscribe and tracked-click links. Set a long random value in "
+            "production: whoever knows it can forge those links.",
+            web,
+        ),
+        Variable(
+            "NOTIFIER_PUBLIC_BASE_URL",
+            "url",
+            "http://localhost:8000",
+            "Public address of the web app, the base of the `/c/` click and `/u/` "
+            "unsubscribe links in messages.",
+            web,
+        ),
+        Variable(
+            "NOTIFIER_OUTBOX_PAGE",
+            "flag",
+            "",
+            "Serve `GET /outbox` (every tenant's rendered messages): development only, set "
+            "by `notifier dev`.",
+            web,
+        ),
+        Variable(
+            "NOTIFIER_SES_FEEDBACK_TOPIC_ARNS",
+            "list",
+            "",
+            "Comma-separated SNS topic ARNs whose SES bounce and complaint notifications "
+            "`POST /webhooks/ses` accepts; other topics are refused.",
+            web,
+        ),
+        Variable(
+            "NOTIFIER_MAX_PAYLOAD_BYTES",
+            "integer",
+            str(256 * 1024),
+            "Largest accepted event (its JSON, in bytes); larger ones are rejected.",
+            pipeline,
+        ),
+        Variable(
+            "NOTIFIER_SEND_CHUNK_SIZE",
+            "integer",
+            "100",
+            "Deliveries carried by one send task.",
+            pipeline,
+        ),
+        Variable(
+            "NOTIFIER_SEND_CONCURRENCY",
+            "integer",
+            "8",
+            "Messages of one chunk in flight at once on a per-message channel (threads of "
+            "the worker process); 1 means at most one duplicate when a worker is killed.",
+            pipeline,
+        ),
+        Variable(
+            "NOTIFIER_BULK_INSERT_CHUNK",
+            "integer",
+            "2000",
+            "Delivery rows inserted per statement when an event fans out.",
+            pipeline,
+        ),
+        Variable(
+            "NOTIFIER_SEND_MAX_RETRIES",
+            "integer",
+            "8",
+            "Retries of a delivery after a transient provider error; then it is `failed` "
+            "with a dead letter.",
+            pipeline,
+        ),
+        Variable(
+            "NOTIFIER_SEND_BACKOFF_MAX",
+            "integer",
+            "600",
+            "Cap in seconds of the exponential retry backoff (with jitter).",
+            pipeline,
+        ),
+        Variable(
+            "NOTIFIER_STALE_CLAIM_SECONDS",
+            "integer",
+            "300",
+            "Age after which an event not planned, or a delivery queued or claimed but not "
+            "finished, is picked up again by `notifier.requeue_stalled` (also its Beat "
+            "interval).",
+            pipeline,
+        ),
+    ]
+    for name in CHANNELS:
+        choices = {
+            "line": "`line` or `outbox`",
+            "email": "`ses`, `smtp` or `outbox`",
+            "sms": "`sns` or `outbox`",
+            "web_push": "`webpush` or `outbox`",
+            "slack": "`slack` or `outbox`",
+            "topic": "`sns` or `outbox`",
+        }[name]
+        items.append(
+            Variable(
+                f"NOTIFIER_{name.upper()}_BACKEND",
+                "text",
+                "",
+                f"Backend of the `{name}` channel: {choices}. Unset: the real backend when "
+                "its credentials are set, else `outbox`.",
+                pipeline,
+            )
+        )
+    rates = {
+        "line": "2000 per tenant",
+        "email": "14",
+        "sms": "20",
+        "web_push": "0",
+        "slack": "1 per tenant",
+        "topic": "0",
+    }
+    for name in CHANNELS:
+        items.append(
+            Variable(
+                f"NOTIFIER_RATE_{name.upper()}",
+                "number",
+                "",
+                f"Messages per second on the `{name}` channel, shared by all workers (token "
+                f"bucket in Redis); 0 = no limit. Unset: the provider default ({rates[name]}).",
+                pipeline,
+            )
+        )
+    items += [
+        Variable(
+            "NOTIFIER_QUIET_HOURS_POLICY",
+            "text",
+            "defer",
+            "`defer` holds low and medium deliveries until a person's quiet hours end; "
+            "`drop` skips them. A tenant's `quietHoursPolicy` wins.",
+            schedule,
+        ),
+        Variable(
+            "NOTIFIER_RELEASE_INTERVAL",
+            "number",
+            "30",
+            "Seconds between two runs of `notifier.release_deferred` (quiet-hours deliveries).",
+            schedule,
+        ),
+        Variable(
+            "NOTIFIER_DIGEST_WINDOW",
+            "number",
+            "30",
+            "Seconds a digest waits for more items after its first one.",
+            schedule,
+        ),
+        Variable(
+            "NOTIFIER_DIGEST_MAX_ITEMS",
+            "integer",
+            "100",
+            "Items at which a digest goes out before its window ends.",
+            schedule,
+        ),
+        Variable(
+            "NOTIFIER_DIGEST_FLUSH_INTERVAL",
+            "number",
+            "5",
+            "Seconds between two runs of `notifier.flush_digests`.",
+            schedule,
+        ),
+        Variable(
+            "NOTIFIER_EXPIRY_DAYS",
+            "list",
+            "7,3,1",
+            "Days before a membership's expiry date on which its reminder goes out.",
+            schedule,
+        ),
+        Variable(
+            "NOTIFIER_EXPIRY_HOUR",
+            "integer",
+            "9",
+            "Local hour (0-23, the tenant's timezone) from which a day's expiry reminders "
+            "are sent.",
+            schedule,
+        ),
+        Variable(
+            "NOTIFIER_REMINDER_HOURS",
+            "list",
+            "24,2",
+            "Hours before a class starts at which its booked members are reminded.",
+            schedule,
+        ),
+        Variable(
+            "NOTIFIER_EXPIRY_SCAN_INTERVAL",
+            "number",
+            "600",
+            "Seconds between two membership expiry scans.",
+            schedule,
+        ),
+        Variable(
+            "NOTIFIER_REMINDER_SCAN_INTERVAL",
+            "number",
+            "60",
+            "Seconds between two class reminder scans.",
+            schedule,
+        ),
+        Variable(
+            "NOTIFIER_RETENTION_DAYS",
+            "integer",
+            "90",
+            "Events (with their deliveries), outbox messages and replayed dead letters older "
+            "than this are deleted; never less than the longest reminder window + 2 days.",
+            schedule,
+        ),
+        Variable(
+            "NOTIFIER_CLEANUP_INTERVAL",
+            "number",
+            "3600",
+            "Seconds between two retention cleanups.",
+            schedule,
+        ),
+        Variable(
+            "NOTIFIER_INGEST_WAIT_SECONDS",
+            "integer",
+            "20",
+            "SQS long-poll wait of `notifier ingest sqs` (a stop request waits at most this long).",
+            ops,
+        ),
+        Variable(
+            "NOTIFIER_INGEST_MAPPING_FILE",
+            "path",
+            "",
+            "JSON file `{source: {detail-type: eventType}}` added to the defaults of "
+            "config/ingest_mapping.py.",
+            ops,
+        ),
+        Variable(
+            "NOTIFIER_ALARM_TOPIC_ARN",
+            "text",
+            "",
+            "SNS topic that receives alarms (dead letters, disabled channels, quotas).",
+            ops,
+        ),
+        Variable(
+            "NOTIFIER_ALARM_SLACK_WEBHOOK_URL",
+            "secret",
+            "",
+            "Slack incoming webhook that receives alarms.",
+            ops,
+        ),
+        Variable(
+            "NOTIFIER_ALARM_WINDOW",
+            "integer",
+            "300",
+            "Seconds during which the same alarm key is published once, across all workers.",
+            ops,
+        ),
+        Variable(
+            "NOTIFIER_CLOUDWATCH_ENABLED",
+            "flag",
+            "",
+            "Put each closed day's sent and clicked counts into CloudWatch (a Beat task).",
+            ops,
+        ),
+        Variable(
+            "NOTIFIER_CLOUDWATCH_NAMESPACE",
+            "text",
+            "Kyo/Notifications",
+            "CloudWatch namespace of those metrics.",
+            ops,
+        ),
+        Variable(
+            "LINE_CHANNEL_ACCESS_TOKEN",
+            "secret",
+            "",
+            "Messaging API token of the deployment's LINE channel (a tenant's own "
+            "`lineChannelAccessToken` wins); switches LINE to its real backend.",
+            line,
+        ),
+        Variable(
+            "LINE_CHANNEL_SECRET",
+            "secret",
+            "",
+            "Verifies `x-line-signature` on `POST /webhooks/line`.",
+            line,
+        ),
+        Variable(
+            "LINE_API_BASE_URL",
+            "url",
+            "https://api.line.me",
+            "Messaging API host (tests point it at a local stand-in).",
+            line,
+        ),
+        Variable(
+            "NOTIFIER_EMAIL_FROM",
+            "text",
+            "notifications@kyo.app",
+            "Sender address of every email.",
+            email,
+        ),
+        Variable(
+            "SMTP_HOST",
+            "text",
+            "localhost",
+            "SMTP server. Setting it switches email to the `smtp` backend when no AWS "
+            "credentials are set.",
+            email,
+        ),
+        Variable("SMTP_PORT", "integer", "25", "SMTP port.", email),
+        Variable("SMTP_STARTTLS", "flag", "", "Upgrade the SMTP connection with STARTTLS.", email),
+        Variable("SMTP_USERNAME", "text", "", "SMTP login; none when unset.", email),
+        Variable("SMTP_PASSWORD", "secret", "", "SMTP password.", email),
+        Variable(
+            "SNS_SMS_SENDER_ID",
+            "text",
+            "KyoGym",
+            "SMS sender id (3-11 letters and digits, at least one letter); an invalid one is "
+            "left out.",
+            sms,
+        ),
+        Variable(
+            "NOTIFIER_SMS_DEFAULT_REGION",
+            "text",
+            "TW",
+            "Region in which national phone numbers are read (`0912...` becomes `+886912...`).",
+            sms,
+        ),
+        Variable(
+            "NOTIFIER_SMS_MAX_PARTS",
+            "integer",
+            "2",
+            "Most SMS segments one message may take; the text is cut to fit.",
+            sms,
+        ),
+        Variable(
+            "VAPID_PRIVATE_KEY",
+            "secret",
+            "",
+            "VAPID private key (PEM or base64url); switches Web Push to its real backend.",
+            push,
+        ),
+        Variable(
+            "VAPID_SUBJECT",
+            "text",
+            "",
+            "VAPID `sub` claim, a `mailto:` or `https:` URL; required by the real backend.",
+            push,
+        ),
+        Variable(
+            "NOTIFIER_WEB_PUSH_TIMEOUT",
+            "number",
+            "10",
+            "Seconds to wait for a push service.",
+            push,
+        ),
+        Variable(
+            "NOTIFIER_SLACK_TIMEOUT",
+            "number",
+            "10",
+            "Seconds to wait for a Slack webhook.",
+            slack,
+        ),
+    ]
+    for category in TOPIC_CATEGORIES:
+        items.append(
+            Variable(
+                f"NOTIFIER_TOPIC_ARN_{category.upper()}",
+                "text",
+                "",
+                f"SNS topic of the {category} category; the `topic` channel switches to SNS "
+                "when AWS credentials and at least one topic ARN are set.",
+                topic,
+            )
+        )
+    items += [
+        Variable(
+            "AWS_ACCESS_KEY_ID",
+            "secret",
+            "",
+            "AWS credentials (or AWS_PROFILE): switch email to SES and SMS to SNS.",
+            aws,
+        ),
+        Variable(
+            "AWS_SECRET_ACCESS_KEY",
+            "secret",
+            "",
+            "Secret of AWS_ACCESS_KEY_ID (read by boto3).",
+            aws,
+            read_by_library=True,
+        ),
+        Variable("AWS_PROFILE", "text", "", "Named AWS profile, instead of keys.", aws),
+        Variable(
+            "AWS_DEFAULT_REGION", "text", "us-east-1", "Region of SES, SNS and CloudWatch.", aws
+        ),
+        Variable(
+            "AWS_ENDPOINT_URL",
+            "url",
+            "",
+            "One endpoint for every AWS service (tests point it at moto).",
+            aws,
+        ),
+    ]
+    return tuple(items)
+
+
+VARIABLES: tuple[Variable, ...] = _variables()

@@ -608,6 +608,43 @@ def report_cmd(tenant: str, days: int, as_json: bool) -> None:
 
 
 @main.group()
+def docs() -> None:
+    """The generated reference pages of docs/ (events.md, configuration.md)."""
+
+
+def _docs_command(page: str, summary: str) -> None:
+    @docs.command(page, help=summary)
+    @click.option(
+        "--output",
+        "-o",
+        type=click.Path(dir_okay=False, writable=True, path_type=Path),
+        help=f"Write the page to this file (docs/{page}.md in a checkout) instead of stdout.",
+    )
+    def command(output: Path | None) -> None:
+        from notifier.docs import PAGES
+
+        text = PAGES[page]()
+        if output is None:
+            click.echo(text, nl=False)
+        else:
+            output.write_text(text, encoding="utf-8")
+            click.echo(f"wrote {output}", err=True)
+
+
+_docs_command(
+    "events",
+    "The event types page: data fields with types and bounds, recipients, default "
+    "priority, batching, topic category and an example, from notifier/events.py and "
+    "config/routing.py.",
+)
+_docs_command(
+    "configuration",
+    "The configuration page: every environment variable with its type, default and "
+    "meaning, from config/settings.py.",
+)
+
+
+@main.group()
 def dlq() -> None:
     """Dead letters: deliveries that failed for good, and ingested messages that could not
     be read or were rejected."""

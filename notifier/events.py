@@ -1,4 +1,5 @@
-"""The event wire shape and the typed `data` of every event type (DESIGN.md §2).
+"""The event wire shape and the typed `data` of every event type (docs/events.md
+is generated from them).
 
 Validation collects every error at once so a caller can fix a bad event in one go.
 """

@@ -1,7 +1,7 @@
 """Events from AWS: a long-running SQS consumer (`notifier ingest sqs QUEUE_URL`).
 
 A message body is one of
-- our event, in the wire shape of DESIGN.md §2;
+- our event, in the wire shape of docs/events.md;
 - an SNS notification (`{"Type": "Notification", "Message": "<json>"}`, what a queue
   subscribed to a topic without raw message delivery receives) around our event or around
   an EventBridge event;

@@ -1,6 +1,6 @@
 """Verification of SNS HTTP(S) messages (the SES bounce and complaint feed).
 
-Follows PROVIDERS.md "SNS HTTP(S) message signatures": the message-type header matches the
+Follows the AWS rules for SNS HTTP(S) message signatures: the message-type header matches the
 body's Type, the TopicArn is one we subscribed, the signing certificate comes over https
 from sns.<region>.amazonaws.com, and the signature (PKCS#1 v1.5; SHA1 for version 1,
 SHA256 for version 2) covers the canonical string to sign.

@@ -1,4 +1,4 @@
-"""One valid, realistic `data` payload per event type (DESIGN.md §2), for reuse in tests."""
+"""One valid, realistic `data` payload per event type (docs/events.md), for reuse in tests."""
 
 from __future__ import annotations
 

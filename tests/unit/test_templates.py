@@ -28,7 +28,7 @@ EVENT_TYPES = (
 )
 LOCALES = ("en", "zh-TW")
 CHANNELS = tuple(rendering.CHANNEL_PARTS)
-# The optional (`?`) data fields of DESIGN.md §2, per event type.
+# The optional data fields (docs/events.md), per event type.
 OPTIONAL_FIELDS: dict[str, str] = {
     "file.processed": "downloadUrl",
     "member.checked_in": "location",
