@@ -379,9 +379,59 @@ def _variables() -> tuple[Variable, ...]:
         Variable(
             "NOTIFIER_SECRET_KEY",
             "secret",
-            "dev-insecure-secret-change-me",
-            "Signs the unsubscribe and tracked-click links. Set a long random value in "
-            "production: whoever knows it can forge those links.",
+            "",
+            f"Signs the unsubscribe and tracked-click links: required by the web app, the "
+            f"workers and Beat, at least {SECRET_KEY_MIN_BYTES} bytes of random text "
+            "(`notifier dev` makes one under NOTIFIER_HOME). Whoever knows it can forge "
+            "those links.",
+            web,
+        ),
+        Variable(
+            "NOTIFIER_ALLOW_PRIVATE_URLS",
+            "flag",
+            "",
+            "Lift the outbound URL policy for tenant-supplied URLs (Slack webhooks, Web Push "
+            "endpoints): http, loopback and private addresses and any host allowed. For "
+            "tests against local peers and development only.",
+            web,
+        ),
+        Variable(
+            "NOTIFIER_SLACK_WEBHOOK_HOSTS",
+            "list",
+            "",
+            "Hosts a tenant's Slack webhook may point at, besides "
+            + ", ".join(SLACK_WEBHOOK_HOSTS)
+            + " (`*.example.com` matches subdomains).",
+            web,
+        ),
+        Variable(
+            "NOTIFIER_PUSH_SERVICE_HOSTS",
+            "list",
+            "",
+            "Push services a Web Push endpoint may point at, besides "
+            + ", ".join(PUSH_SERVICE_HOSTS)
+            + ".",
+            web,
+        ),
+        Variable(
+            "NOTIFIER_MAX_REQUEST_BYTES",
+            "integer",
+            str(4 * 1024 * 1024),
+            "Largest HTTP request body the web app reads; larger ones get 413 before parsing.",
+            web,
+        ),
+        Variable(
+            "NOTIFIER_METRICS_TOKEN",
+            "secret",
+            "",
+            "When set, `GET /metrics` needs `Authorization: Bearer <token>`.",
+            web,
+        ),
+        Variable(
+            "NOTIFIER_API_DOCS",
+            "flag",
+            "",
+            "Serve `/docs` and `/openapi.json` (on in `notifier dev`).",
             web,
         ),
         Variable(
