@@ -286,7 +286,7 @@ def test_activity_search_finds_an_event_and_its_timeline(app_client: TestClient)
 
 @pytest.mark.usefixtures("lockout_reset")
 def test_activity_pages_through_older_events(app_client: TestClient) -> None:
-    from notifier.web.console.activity import PAGE_SIZE
+    from notifier.web.console.access import PAGE_SIZE
 
     with session_scope() as session:
         session.add_all(

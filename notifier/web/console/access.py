@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Select, select
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from notifier.db import session_scope
 from notifier.models import Tenant
@@ -106,6 +106,24 @@ def scoped(query: Select[Any], column: InstrumentedAttribute[str], operator: Ope
     if operator.tenant_ids is None:
         return query
     return query.where(column.in_(operator.tenant_ids))
+
+
+PAGE_SIZE = 50
+"""Rows per page of every console list."""
+
+
+def newest_page(
+    session: Session, query: Select[Any], id_column: InstrumentedAttribute[int], before: int | None
+) -> tuple[list[Any], int | None]:
+    """The newest PAGE_SIZE rows of the query with an id below `before`, and the id to go on
+    from when there are older ones."""
+    if before:
+        query = query.where(id_column < before)
+    rows = list(session.scalars(query.order_by(id_column.desc()).limit(PAGE_SIZE + 1)))
+    if len(rows) > PAGE_SIZE:
+        rows = rows[:PAGE_SIZE]
+        return rows, rows[-1].id
+    return rows, None
 
 
 def visible_tenants(operator: OperatorScope) -> list[str]:

@@ -23,9 +23,8 @@ from notifier.models import (
     EventStatus,
 )
 from notifier.operators import OperatorScope
-from notifier.web.console.access import NO_NUL, Operator, not_found, page, scoped
+from notifier.web.console.access import NO_NUL, Operator, newest_page, not_found, page, scoped
 
-PAGE_SIZE = 50
 REFRESH_SECONDS = 3
 IN_FLIGHT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.BATCHED)
 """Statuses that change within seconds (a deferred delivery waits for hours: not these)."""
@@ -74,12 +73,8 @@ def search_events(operator: OperatorScope, filters: dict[str, Any]) -> dict[str,
         query = query.where(Event.created_at >= since)
     if until:
         query = query.where(Event.created_at <= until)
-    if filters["before"]:
-        query = query.where(Event.id < filters["before"])
     with session_scope() as session:
-        rows = list(session.scalars(query.order_by(Event.id.desc()).limit(PAGE_SIZE + 1)))
-        more = len(rows) > PAGE_SIZE
-        rows = rows[:PAGE_SIZE]
+        rows, next_before = newest_page(session, query, Event.id, filters["before"])
         counts: dict[int, dict[str, int]] = {}
         if rows:
             grouped = session.execute(
@@ -104,7 +99,7 @@ def search_events(operator: OperatorScope, filters: dict[str, Any]) -> dict[str,
             }
             for row in rows
         ]
-    return {"events": events, "next_before": rows[-1].id if more and rows else None}
+    return {"events": events, "next_before": next_before}
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

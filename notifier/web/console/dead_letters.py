@@ -14,10 +14,17 @@ from notifier.db import session_scope
 from notifier.dlq import replay
 from notifier.models import DeadLetter, Delivery
 from notifier.operators import OperatorScope
-from notifier.web.console.access import NO_NUL, CheckedForm, Operator, not_found, page, scoped
+from notifier.web.console.access import (
+    NO_NUL,
+    CheckedForm,
+    Operator,
+    newest_page,
+    not_found,
+    page,
+    scoped,
+)
 from notifier.web.console.activity import when
 
-PAGE_SIZE = 50
 MAX_REPLAY = 500
 """Dead letters one replay form may carry."""
 
@@ -65,18 +72,14 @@ def search(operator: OperatorScope, filters: dict[str, Any]) -> dict[str, Any]:
         query = query.where(DeadLetter.replayed_at.is_not(None))
     if filters["error"]:
         query = query.where(DeadLetter.error.contains(filters["error"], autoescape=True))
-    if filters["before"]:
-        query = query.where(DeadLetter.id < filters["before"])
     with session_scope() as session:
-        rows = list(session.scalars(query.order_by(DeadLetter.id.desc()).limit(PAGE_SIZE + 1)))
-    more = len(rows) > PAGE_SIZE
-    rows = rows[:PAGE_SIZE]
+        rows, next_before = newest_page(session, query, DeadLetter.id, filters["before"])
     pks = _event_pks({r.delivery_id for r in rows if r.delivery_id})
     letters = [_view(r, pks.get(r.delivery_id or 0)) for r in rows]
     return {
         "letters": letters,
         "pending_ids": [letter["id"] for letter in letters if not letter["replayed_at"]],
-        "next_before": rows[-1].id if more and rows else None,
+        "next_before": next_before,
     }
 
 

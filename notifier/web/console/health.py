@@ -14,10 +14,16 @@ from sqlalchemy import delete, select
 from notifier.channel_state import enable
 from notifier.db import session_scope
 from notifier.models import ChannelState, Suppression, utcnow
-from notifier.web.console.access import NO_NUL, CheckedForm, Operator, field, page, scoped
+from notifier.web.console.access import (
+    NO_NUL,
+    CheckedForm,
+    Operator,
+    field,
+    newest_page,
+    page,
+    scoped,
+)
 from notifier.web.console.activity import when
-
-PAGE_SIZE = 50
 
 router = APIRouter()
 
@@ -45,8 +51,6 @@ def channel_health(
         suppressions = suppressions.where(
             Suppression.address.contains(address.strip(), autoescape=True)
         )
-    if before:
-        suppressions = suppressions.where(Suppression.id < before)
     with session_scope() as session:
         turned_off = [
             {
@@ -62,11 +66,7 @@ def channel_health(
                 states.order_by(ChannelState.tenant_id, ChannelState.channel)
             )
         ]
-        rows = list(
-            session.scalars(suppressions.order_by(Suppression.id.desc()).limit(PAGE_SIZE + 1))
-        )
-    more = len(rows) > PAGE_SIZE
-    rows = rows[:PAGE_SIZE]
+        rows, next_before = newest_page(session, suppressions, Suppression.id, before)
     filters = {"tenant": tenant.strip(), "channel": channel.strip(), "address": address.strip()}
     context: dict[str, Any] = {
         "turned_off": turned_off,
@@ -83,7 +83,7 @@ def channel_health(
         ],
         "filters": filters,
         "query": {k: v for k, v in filters.items() if v},
-        "next_before": rows[-1].id if more and rows else None,
+        "next_before": next_before,
         "enabled": enabled,
         "removed": removed,
     }
