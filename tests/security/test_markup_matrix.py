@@ -28,6 +28,7 @@ from notifier.db import session_scope
 from notifier.directory import import_document
 from notifier.models import Delivery, Event
 from notifier.pipeline import accept, plan
+from notifier.rendering import TEMPLATE_DIR
 from notifier.sending import send_chunk
 from notifier.signing import verify
 from tests.helpers import TENANT, directory, event, person
@@ -63,6 +64,9 @@ CASES: dict[str, dict[str, Any]] = {
     "file.processed": {"fileName": ONE_LINE[:200], "category": "a<b>&c", "downloadUrl": LINK},
     "course.cancelled": {"courseName": ONE_LINE[:200], "reason": FREE_TEXT},
     "invoice.generated": {"invoiceNumber": ONE_LINE[:128], "downloadUrl": LINK},
+    # LINE sends these two as a Flex bubble and a buttons template (JSON templates)
+    "member.membership_expiring": {"memberName": ONE_LINE[:200], "membershipType": QUOTES},
+    "course.reminder": {"courseName": QUOTES, "instructorName": ONE_LINE[:200]},
 }
 CHANNELS = {"line", "email", "sms", "web_push", "slack", "topic"}
 
@@ -238,16 +242,50 @@ def assert_plain(text: str, shown: bool = True) -> None:
     """Plain text shows the values as written (when the template `shown` them): not HTML-
     or mrkdwn-escaped."""
     if shown:
-        assert "<script>" in text or "<img" in text or "a<b>" in text, text
+        assert any(value in text for value in ("<script>", "<img", "a<b>", QUOTES)), text
     assert "&lt;script" not in text and "&lt;img" not in text and "&amp;amp;" not in text
+
+
+def _texts(node: Any) -> Iterator[str]:
+    """Every string value of a JSON document."""
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _texts(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _texts(value)
+    elif isinstance(node, str):
+        yield node
+
+
+FLEX_KEYS = {"type", "altText", "contents", "template", "quickReply"}
 
 
 def check_line(peers: dict[str, Any], event_type: str) -> None:
     [request] = peers["line"].requests
-    [message] = request.messages
-    assert message["type"] == "text" and set(message) <= {"type", "text", "quickReply"}
+    assert request.request is not None  # the LINE stand-in parsed it as the SDK does
     assert request.body["to"] == "U" + "a" * 32  # the JSON was not broken into
-    assert_plain(message["text"])
+    [message] = request.messages
+    if message["type"] == "text":
+        assert set(message) <= {"type", "text", "quickReply"}, message
+        assert_plain(message["text"])
+        return
+    assert message["type"] in ("flex", "template") and set(message) <= FLEX_KEYS, message
+    texts = list(_texts(message))
+    # A hostile value is one JSON string, as written: quotes and backslashes did not end it.
+    assert any(QUOTES in text or ONE_LINE[:40] in text for text in texts), texts
+    uris = [v for k, v in _items(message) if k == "uri"]
+    assert uris and all(uri.startswith(("https://", "http://")) for uri in uris), uris
+
+
+def _items(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from _items(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _items(value)
 
 
 def check_sms(peers: dict[str, Any], event_type: str) -> None:
@@ -283,6 +321,19 @@ def test_hostile_values_reach_every_peer_escaped_for_its_format(
     check_sms(real, event_type)
     check_web_push(real, event_type)
     check_topic(real, event_type)
+
+
+def test_every_json_template_encodes_each_value_it_inserts() -> None:
+    """A LINE JSON template inserts values only through |tojson: a quote or backslash in
+    data can never end a JSON string and add keys."""
+    templates = sorted(TEMPLATE_DIR.glob("*/*/*.json.j2"))
+    assert templates
+    for path in templates:
+        source = re.sub(r"\{#.*?#\}", "", path.read_text(), flags=re.S)
+        for expression in re.findall(r"\{\{(.*?)\}\}", source, flags=re.S):
+            expression = expression.strip()
+            literal = re.fullmatch(r'"[^"\\]*" if [\w.]+ else "[^"\\]*"', expression)
+            assert expression.endswith("|tojson") or literal, (path.name, expression)
 
 
 @pytest.mark.parametrize(
