@@ -104,6 +104,12 @@ def _bounds(prop: dict[str, Any], field_metadata: list[Any]) -> str:
     return "; ".join(dict.fromkeys(found))
 
 
+def _description(prop: dict[str, Any]) -> str:
+    """The field's description, or its type's (an optional field carries it in anyOf)."""
+    found = [option.get("description") for option in [prop, *_variants(prop)]]
+    return next((text for text in found if text), "")
+
+
 def _field_rows(schema: type[BaseModel]) -> list[list[str]]:
     document = schema.model_json_schema(by_alias=True, mode="validation")
     required = set(document.get("required", ()))
@@ -118,7 +124,7 @@ def _field_rows(schema: type[BaseModel]) -> list[list[str]]:
                 _field_type(prop),
                 "yes" if name in required else "no",
                 _bounds(prop, metadata.get(name, [])),
-                prop.get("description", ""),
+                _description(prop),
             ]
         )
     return rows

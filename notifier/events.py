@@ -55,6 +55,9 @@ LINE_BREAKS = frozenset("\n\r\u0085\u2028\u2029")
 URL_FORBIDDEN = frozenset('<>"\\^`{|} ')
 
 
+ONE_LINE = "one line: no line breaks or other control characters"
+
+
 def _controls(value: str, allowed: frozenset[str] = frozenset()) -> str:
     """Refuse control characters (C0, DEL, C1) and line separators not in `allowed`."""
     for char in value:
@@ -94,13 +97,36 @@ def _web_url(value: str) -> str:
     return value
 
 
-Ident = Annotated[str, Field(min_length=1, max_length=ID_MAX), AfterValidator(_one_line)]
+Ident = Annotated[
+    str,
+    Field(min_length=1, max_length=ID_MAX, description=ONE_LINE),
+    AfterValidator(_one_line),
+]
 """An id or code (payment id, invoice number, category): one line, at most 128 characters."""
-Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX), AfterValidator(_one_line)]
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=NAME_MAX, description=ONE_LINE),
+    AfterValidator(_one_line),
+]
 """A name shown in a message (person, file, course, place): one line, at most 200."""
-Text = Annotated[str, Field(max_length=TEXT_MAX), AfterValidator(_multi_line)]
+Text = Annotated[
+    str,
+    Field(
+        max_length=TEXT_MAX, description="line breaks and tabs allowed, no other control characters"
+    ),
+    AfterValidator(_multi_line),
+]
 """Free text (a reason, a message): line breaks allowed, at most 2,000 characters."""
-WebUrl = Annotated[str, Field(max_length=URL_MAX), AfterValidator(_web_url)]
+WebUrl = Annotated[
+    str,
+    Field(
+        max_length=URL_MAX,
+        description="an absolute http or https URL with a host, without spaces or any of"
+        ' < > " \\ ^ ` { | } (percent-encode them); javascript:, data: and other schemes'
+        " are refused",
+    ),
+    AfterValidator(_web_url),
+]
 """An http(s) link: never javascript:, data: or anything a message's markup would run."""
 Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
 """A non-negative integer within 64 bits."""
