@@ -19,6 +19,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from channels.base import (
+    Channel,
     DeliveryResult,
     Message,
     NotifierError,
@@ -248,23 +249,48 @@ def send_digest(
             return DigestOutcome("skipped")
         backend = get_channel(digest.channel)
         result: DeliveryResult | NotifierError
-        try:
-            message = build_digest_message(session, digest, members)
-            rate_limit(backend, digest.tenant_id, 1)
-            result = backend.send(message)
-        except TemplateProblem as exc:
-            result = PermanentChannelError(str(exc), channel=digest.channel)
-        except NotifierError as exc:
-            result = exc
-        except Exception as exc:  # unexpected: retried within the budget, then failed
-            log.exception(
-                "unexpected error while sending a digest",
-                extra={"channel": digest.channel, "tenant": digest.tenant_id},
+        # The budget counts the digest's own attempts: a digest that kills its worker is
+        # recovered by flush(), and must not be sent again once its attempts are spent.
+        max_retries = get_settings().send_max_retries
+        final_attempt = final_attempt or digest.attempts > max_retries
+        if digest.attempts > max_retries + 1:
+            result = TransientChannelError(
+                f"the last of {digest.attempts - 1} attempts never finished (its worker was lost)",
+                channel=digest.channel,
             )
-            result = TransientChannelError(f"{type(exc).__name__}: {exc}", channel=digest.channel)
+        else:
+            result = _build_and_send(session, backend, digest, members)
         outcome = _record(session, digest, members, result, final_attempt, now, pending)
     pending.committed()  # alarms and status hooks once the outcome is in the database
     return outcome
+
+
+def _build_and_send(
+    session: Session, backend: Channel, digest: Digest, members: list[Delivery]
+) -> DeliveryResult | NotifierError:
+    """Build the digest (any error there fails it for good: the same items fail the same
+    way on every retry) and send it."""
+    try:
+        message = build_digest_message(session, digest, members)
+    except TemplateProblem as exc:
+        return PermanentChannelError(str(exc), channel=digest.channel)
+    except Exception as exc:
+        return PermanentChannelError(
+            f"building the digest from templates {DIGEST_TYPE}/{digest.channel}.* failed: "
+            f"{type(exc).__name__}: {str(exc)[:200]}",
+            channel=digest.channel,
+        )
+    try:
+        rate_limit(backend, digest.tenant_id, 1)
+        return backend.send(message)
+    except NotifierError as exc:
+        return exc
+    except Exception as exc:  # unexpected: retried within the budget, then failed
+        log.exception(
+            "unexpected error while sending a digest",
+            extra={"channel": digest.channel, "tenant": digest.tenant_id},
+        )
+        return TransientChannelError(f"{type(exc).__name__}: {exc}", channel=digest.channel)
 
 
 def _record(

@@ -25,13 +25,23 @@ from channels.topic import SUBJECT_MAX as TOPIC_SUBJECT_MAX
 from channels.web_push import MAX_PLAINTEXT_BYTES, WebPushChannel
 from config.settings import get_settings
 from notifier.db import session_scope
+from notifier.digests import flush, send_digest
 from notifier.directory import import_document
 from notifier.events import DATA_SCHEMAS, INT64_MAX, InvalidEvent, validate_event
-from notifier.models import DeadLetter, Delivery, DeliveryStatus, Event, utcnow
+from notifier.models import (
+    DeadLetter,
+    Delivery,
+    DeliveryStatus,
+    Digest,
+    Event,
+    OutboxMessage,
+    utcnow,
+)
 from notifier.pipeline import accept, plan, requeue_stalled
 from notifier.rendering import CHANNEL_PARTS, brand, render
 from notifier.sending import send_chunk
 from tests.helpers import directory, event, person
+from tests.integration.conftest import count, deliveries
 
 
 def problems(ev: dict[str, Any]) -> dict[str, str]:
@@ -273,19 +283,19 @@ def backup_deliveries(db: None) -> list[int]:
     return ids
 
 
-def _store_data(field: str, value: Any) -> None:
-    """Put a value in the stored event as an older release (without the bounds) kept it."""
+def _store_data_of_all(field: str, value: Any) -> None:
+    """Put a value in the stored events as an older release (without the bounds) kept it."""
     with session_scope() as session:
-        row = session.scalars(select(Event)).one()
-        payload = dict(row.payload)
-        payload["data"] = {**payload["data"], field: value}
-        session.execute(update(Event).where(Event.id == row.id).values(payload=payload))
+        for row in session.scalars(select(Event)).all():
+            payload = dict(row.payload)
+            payload["data"] = {**payload["data"], field: value}
+            session.execute(update(Event).where(Event.id == row.id).values(payload=payload))
 
 
 def test_a_rendering_overflow_fails_the_delivery_naming_the_template(
     backup_deliveries: list[int],
 ) -> None:
-    _store_data("sizeBytes", 10**300 * 10**100)  # float() of it raises OverflowError
+    _store_data_of_all("sizeBytes", 10**300 * 10**100)  # float() of it raises OverflowError
 
     outcome = send_chunk("email", backup_deliveries)
 
@@ -332,3 +342,53 @@ def test_recovery_fails_a_stalled_delivery_that_spent_its_budget(
         assert f"the last of {budget} attempts never finished" in (row.reason or "")
         assert session.scalars(select(DeadLetter)).one().delivery_id == row.id
     assert requeue_stalled(now=utcnow() + dt.timedelta(days=1)) == []
+
+
+def _waiting_digest() -> int:
+    """A digest of two check-ins for u1 by email, due: its id."""
+    import_document(directory(person("u1", preferences={"priority": {"low": ["email"]}})))
+    now = utcnow()
+    for i in range(2):
+        ev = event(
+            "member.checked_in", eventId=f"ci-{i}", metadata={"userId": "u1", "channels": ["email"]}
+        )
+        accepted = accept(ev)
+        assert accepted.event_pk is not None
+        assert plan(accepted.event_pk, now=now).chunks == []  # batched
+    [digest_id] = flush(now=now + dt.timedelta(hours=1))
+    return digest_id
+
+
+def test_a_digest_that_spent_its_budget_is_failed_not_sent_again(db: None) -> None:
+    digest_id = _waiting_digest()
+    budget = get_settings().send_max_retries + 1
+    long_ago = utcnow() - dt.timedelta(hours=2)
+    with session_scope() as session:  # its last attempt's worker was killed mid-send
+        session.execute(
+            update(Digest).values(status="sending", claimed_at=long_ago, attempts=budget)
+        )
+    assert flush() == [digest_id]
+
+    assert send_digest(digest_id).status == "failed"
+
+    assert count(OutboxMessage) == 0
+    with session_scope() as session:
+        digest = session.get(Digest, digest_id)
+        assert digest is not None and digest.status == "failed"
+        assert f"the last of {budget} attempts never finished" in (digest.reason or "")
+    assert {d.status for d in deliveries()} == {"failed"}
+    assert flush(now=utcnow() + dt.timedelta(days=1)) == []
+
+
+def test_a_digest_that_cannot_be_built_fails_for_good_naming_the_template(db: None) -> None:
+    digest_id = _waiting_digest()
+    with session_scope() as session:  # a type a newer release no longer routes
+        session.execute(update(Event).values(event_type="member.checked_in.v0"))
+
+    assert send_digest(digest_id).status == "failed"
+
+    with session_scope() as session:
+        digest = session.get(Digest, digest_id)
+        assert digest is not None and digest.status == "failed"
+        assert "templates digest/email.* failed: KeyError" in (digest.reason or "")
+    assert flush(now=utcnow() + dt.timedelta(days=1)) == []
