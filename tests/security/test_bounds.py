@@ -16,7 +16,7 @@ import pytest
 from pydantic import AwareDatetime
 from sqlalchemy import select, update
 
-from channels.base import Message
+from channels.base import Message, PermanentChannelError
 from channels.email import SUBJECT_MAX, build_mime
 from channels.line import BUTTONS_TEXT_LIMIT, LineChannel, utf16_len
 from channels.slack import FALLBACK_MAX, HEADER_MAX, SECTION_MAX, SlackChannel
@@ -392,3 +392,20 @@ def test_a_digest_that_cannot_be_built_fails_for_good_naming_the_template(db: No
         assert digest is not None and digest.status == "failed"
         assert "templates digest/email.* failed: KeyError" in (digest.reason or "")
     assert flush(now=utcnow() + dt.timedelta(days=1)) == []
+
+
+def test_an_email_subject_is_cut_to_its_limit() -> None:
+    base = _message("payment.failed", "email")
+    long = Message(**{**base.__dict__, "subject": "Payment failed: " + "x" * 5000})
+    mail = build_mime(long, sender="n@kyo.app", max_body_len=100_000)
+    subject = str(email.message_from_bytes(mail.raw, policy=default_policy)["Subject"])
+    assert len(subject) == SUBJECT_MAX and subject.endswith("…")
+
+
+def test_an_error_building_a_payload_is_permanent_and_names_the_templates() -> None:
+    base = _message("payment.failed", "slack")
+    broken = Message(**{**base.__dict__, "subject": None})  # type: ignore[arg-type]
+    with pytest.raises(PermanentChannelError) as exc:
+        SlackChannel().send(broken)
+    assert "templates en/payment.failed/slack.*" in str(exc.value)
+    assert "AttributeError" in str(exc.value)
