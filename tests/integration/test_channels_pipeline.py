@@ -5,69 +5,27 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
-from channels import registry
-from config.settings import TOPIC_CATEGORIES, get_settings
 from notifier import notify
 from notifier.directory import import_document
 from tests.helpers import directory, event, person
 from tests.integration.conftest import wait_settled
-from tests.peers.line import LinePeer
-from tests.peers.moto import MotoPeer
-from tests.peers.push import PushService, vapid_keys
-from tests.peers.slack import SlackWebhook
-from tests.peers.smtp import SmtpPeer
+from tests.peers.every import every_peer, use_real_backends
 
 pytestmark = pytest.mark.usefixtures("db", "celery_worker")
-SUBJECT = "mailto:ops@example.com"
 LINE_TOKEN = "tenant-line-token"
-
-
-VAPID_PRIVATE, VAPID_PUBLIC, _ = vapid_keys()
 
 
 @pytest.fixture(scope="module")
 def peers() -> Iterator[dict[str, Any]]:
-    line = LinePeer(tokens={LINE_TOKEN}).start()
-    smtp = SmtpPeer().start()
-    moto = MotoPeer().start()
-    push = PushService(subject=SUBJECT, vapid_public_key=VAPID_PUBLIC).start()
-    slack = SlackWebhook().start()
-    try:
-        yield {"line": line, "smtp": smtp, "moto": moto, "push": push, "slack": slack}
-    finally:
-        for peer in (line, smtp, moto, push, slack):
-            peer.stop()
+    with every_peer(LINE_TOKEN) as running:
+        yield running
 
 
 @pytest.fixture
 def real_backends(peers: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    for peer in peers.values():
-        if hasattr(peer, "reset"):
-            peer.reset()
-    peers["line"].reset(tokens={LINE_TOKEN})
-    for name, value in {**peers["moto"].env(), **peers["smtp"].env()}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("LINE_API_BASE_URL", peers["line"].url)
-    monkeypatch.setenv("VAPID_PRIVATE_KEY", VAPID_PRIVATE)
-    monkeypatch.setenv("VAPID_SUBJECT", SUBJECT)
-    sns = boto3.client("sns")
-    for category in TOPIC_CATEGORIES:
-        arn = sns.create_topic(Name=f"notifier-{category}")["TopicArn"]
-        monkeypatch.setenv(f"NOTIFIER_TOPIC_ARN_{category.upper()}", arn)
-    backends = {
-        "line": "line",
-        "email": "smtp",
-        "sms": "sns",
-        "web_push": "webpush",
-        "slack": "slack",
-        "topic": "sns",
-    }
-    for channel, backend in backends.items():
-        monkeypatch.setitem(get_settings().backends, channel, backend)
-    registry.reset_channels()
+    use_real_backends(peers, monkeypatch, LINE_TOKEN)
     return peers
 
 

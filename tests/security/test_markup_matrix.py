@@ -22,8 +22,6 @@ import boto3
 import pytest
 from sqlalchemy import select
 
-from channels import registry
-from config.settings import TOPIC_CATEGORIES, get_settings
 from notifier.db import session_scope
 from notifier.directory import import_document
 from notifier.models import Delivery, Event
@@ -32,17 +30,11 @@ from notifier.rendering import TEMPLATE_DIR
 from notifier.sending import send_chunk
 from notifier.signing import verify
 from tests.helpers import TENANT, directory, event, person
-from tests.peers.line import LinePeer
-from tests.peers.moto import MotoPeer
-from tests.peers.push import PushService, vapid_keys
-from tests.peers.slack import SlackWebhook
-from tests.peers.smtp import SmtpPeer
+from tests.peers.every import every_peer, use_real_backends
 
 pytestmark = pytest.mark.usefixtures("db")
 
-SUBJECT = "mailto:ops@example.com"
 LINE_TOKEN = "matrix-line-token"
-VAPID_PRIVATE, VAPID_PUBLIC, _ = vapid_keys()
 
 HTML = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 MRKDWN = "<!channel> <!here|here> <https://evil.example|Verify your card> *b* _i_ ~s~ `c`"
@@ -73,30 +65,20 @@ CHANNELS = {"line", "email", "sms", "web_push", "slack", "topic"}
 
 @pytest.fixture(scope="module")
 def peers() -> Iterator[dict[str, Any]]:
-    line = LinePeer(tokens={LINE_TOKEN}).start()
-    smtp = SmtpPeer().start()
-    moto = MotoPeer().start()
-    push = PushService(subject=SUBJECT, vapid_public_key=VAPID_PUBLIC).start()
-    slack = SlackWebhook().start()
-    try:
-        yield {"line": line, "smtp": smtp, "moto": moto, "push": push, "slack": slack}
-    finally:
-        for peer in (line, smtp, moto, push, slack):
-            peer.stop()
+    with every_peer(LINE_TOKEN) as running:
+        yield running
 
 
 class TopicQueue:
     """An SQS queue subscribed (raw delivery) to every category topic."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, arns: dict[str, str]) -> None:
         sns, self.sqs = boto3.client("sns"), boto3.client("sqs")
         self.url = self.sqs.create_queue(QueueName="matrix-topics")["QueueUrl"]
         queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
-        for category in TOPIC_CATEGORIES:
-            arn = sns.create_topic(Name=f"notifier-{category}")["TopicArn"]
-            monkeypatch.setenv(f"NOTIFIER_TOPIC_ARN_{category.upper()}", arn)
+        for arn in arns.values():
             sns.subscribe(
                 TopicArn=arn,
                 Protocol="sqs",
@@ -111,19 +93,7 @@ class TopicQueue:
 
 @pytest.fixture
 def real(peers: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    for name in ("smtp", "moto", "push", "slack"):
-        peers[name].reset()
-    peers["line"].reset(tokens={LINE_TOKEN})
-    for name, value in {**peers["moto"].env(), **peers["smtp"].env()}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("LINE_API_BASE_URL", peers["line"].url)
-    monkeypatch.setenv("VAPID_PRIVATE_KEY", VAPID_PRIVATE)
-    monkeypatch.setenv("VAPID_SUBJECT", SUBJECT)
-    backends = {"line": "line", "email": "smtp", "sms": "sns", "web_push": "webpush"}
-    for channel, backend in {**backends, "slack": "slack", "topic": "sns"}.items():
-        monkeypatch.setitem(get_settings().backends, channel, backend)
-    registry.reset_channels()
-    topics = TopicQueue(monkeypatch)
+    topics = TopicQueue(use_real_backends(peers, monkeypatch, LINE_TOKEN))
     subscription = peers["push"].subscribe()
     admin = person(
         "u1",
