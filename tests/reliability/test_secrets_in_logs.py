@@ -39,14 +39,23 @@ SUITE_SECRETS = (
     SAMPLE_DATA["payment.success"]["description"],
 )
 PATTERNS = {
-    # Whole numbers only: digits inside a longer number ("succeeded in 0.0488690880...s")
-    # are not a phone number.
-    "phone number": re.compile(r"(?<![\d.])(?:\+?886[- ]?9\d{8}|09\d{8})(?!\d)"),
+    # A Taiwanese mobile number as people and the directory write it (+886912345678,
+    # 0912345678, +886 912-345-678), standing alone: digits inside a longer number
+    # ("succeeded in 0.0488690880...s") or a word are not a phone number. Identifiers are
+    # blanked out first (IDENTIFIERS).
+    "phone number": re.compile(
+        r"(?<![\w.+])(?:\+?886[- ]?|0)9\d{2}[- ]?\d{3}[- ]?\d{3}(?![\w.]\d|\w)"
+    ),
     "email address": re.compile(
         r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
     ),
     "API key": re.compile(r"\bnk\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{16,}"),
 }
+IDENTIFIERS = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # UUIDs
+    r"|\b[0-9a-fA-F]{16,}\b"  # hashes, trace ids
+)
+"""Task ids and other generated identifiers: their digits can look like a phone number."""
 NOT_PERSONAL = {"ops@example.com", "notifications@kyo.app"}
 """The operator's VAPID contact and the default sender: the service's own addresses."""
 BODY = "SECRET-BODY-5d0c2a71"
@@ -60,10 +69,11 @@ def problems(lines: Iterable[tuple[str, str]], secrets: set[str]) -> list[str]:
         for value in secrets:
             if value in line:
                 found.append(f"{source}: secret {value[:6]}...: {_excerpt(line, value)}")
+        scanned = IDENTIFIERS.sub("<id>", line)
         for what, pattern in PATTERNS.items():
-            for match in pattern.finditer(line):
+            for match in pattern.finditer(scanned):
                 if match.group(0) not in NOT_PERSONAL:
-                    found.append(f"{source}: {what}: {_excerpt(line, match.group(0))}")
+                    found.append(f"{source}: {what}: {_excerpt(scanned, match.group(0))}")
     return found
 
 
@@ -94,6 +104,33 @@ def test_the_scanner_finds_what_it_looks_for() -> None:
         ["c", " API key"],
         ["d", " secret SECRET..."],
     ]
+
+
+def test_the_scanner_finds_the_suites_secrets_and_real_phone_shapes() -> None:
+    planted = [
+        ("phone", f'{{"to": "{PHONE}"}}'),
+        ("national", "sms to=0912345678 failed"),
+        ("spaced", "call +886 912 345 678 now"),
+        ("dashed", "tel 0912-345-678."),
+        ("after id", "Task notifier.notify[4db9e749-09ba-43f3-9765-0911038004ee] to 0987654321"),
+    ] + [(f"suite {i}", f"error: bad token {value}") for i, value in enumerate(SUITE_SECRETS)]
+    found = problems(planted, set(SUITE_SECRETS))
+    assert sorted({p.split(":")[0] for p in found}) == sorted(source for source, _ in planted)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Task notifier.notify[4db9e749-09ba-43f3-9765-0911038004ee] received",
+        "Task notifier.send_sms[4db9e749-09ba-43f3-9765-886912345678] succeeded in 0.05s",
+        "Task notifier.plan[0912345678ab-09ba-43f3-9765-0911038004ee] received",
+        "root 0912345678abcdef0912345678abcdef retry key 886912345678aa",
+        "succeeded in 0.0912345678s; delivery 90912345678; port 50912345678",
+        "event h-0912345678deadbeef0912345678deadbeef0912 accepted",
+    ],
+)
+def test_the_scanner_never_reads_an_identifier_as_a_phone_number(line: str) -> None:
+    assert problems([("worker", line)], set()) == []
 
 
 @pytest.fixture
