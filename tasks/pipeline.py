@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from celery import Task, shared_task
@@ -12,14 +13,22 @@ from notifier.pipeline import accept, plan
 from tasks import enqueue
 from tasks.send import DB_RETRY
 
+# How the caller's process retries subscribing to a result before it publishes: about 1.5 s
+# of retries instead of the Redis backend's 20 retries a second apart, so notify.delay() on
+# an unreachable Redis raises within a few seconds. The workers' result writes keep the
+# backend's own, longer policy.
+CALLER_RESULT_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.5}
+
 
 class NotifyTask(Task):
     """notify.delay() on a broker that is down raises kombu's OperationalError, as any
-    publish does. (Celery's Redis result backend subscribes to the result before it
-    publishes; when Redis is down at a process's first call it raises a RuntimeError
-    saying the application "must be restarted", which is neither clear nor true.)"""
+    publish does, within a few seconds. (Celery's Redis result backend subscribes to the
+    result before it publishes; when Redis is down at a process's first call it retried for
+    about 20 s, then raised a RuntimeError saying the application "must be restarted",
+    which is neither clear nor true.)"""
 
     def apply_async(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        _retry_result_subscription_briefly(self.backend)
         task_args = args[0] if args else kwargs.get("args")
         # Logs and task events (Flower) show a task's arguments: for an event, only what
         # identifies it, never its data (names, emails, message text).
@@ -33,6 +42,18 @@ class NotifyTask(Task):
                 reason = f"the result store is unreachable: {exc.__cause__}"
                 raise BrokerUnreachable(reason) from exc
             raise
+
+
+def _retry_result_subscription_briefly(backend: Any) -> None:
+    """Give the backend's result consumer (the caller side only: workers store results
+    through the backend itself) the short CALLER_RESULT_RETRY policy."""
+    consumer = getattr(backend, "result_consumer", None)
+    ensure = getattr(backend, "ensure", None)
+    if consumer is None or ensure is None or getattr(consumer, "_notifier_brief", False):
+        return
+    # ResultConsumer retries every reconnect through its `_ensure` (the backend's ensure).
+    consumer._ensure = functools.partial(ensure, **CALLER_RESULT_RETRY)
+    consumer._notifier_brief = True
 
 
 def event_summary(task_args: Any) -> str:

@@ -7,9 +7,10 @@ claims that Beat's requeue_stalled takes over, so the run completes with nothing
 
 A backend publishing while the broker is down: `publish` stores the event and returns its
 id (the event is planned by the recovery task once the broker is back). `notify.delay`
-either gets through once the broker is back (Redis: its result store retries for ~20 s,
-longer than the outage) or raises kombu's OperationalError (RabbitMQ); then its event is
-delivered, or the caller knows it was not taken. Neither hangs, neither drops silently.
+either gets through (the broker came back while it retried) or raises kombu's
+OperationalError, within a few seconds on Redis too (the caller's result subscription
+retries briefly); then its event is delivered, or the caller knows it was not taken.
+Neither hangs, neither drops silently.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ DOWNTIME = 5.0
 """Seconds the broker stays down (after the publishing checks, which run meanwhile)."""
 CALLER_PATIENCE = 30.0
 """A caller's call must return (or raise) within this while the broker is down."""
+FIRST_CALL_DEADLINE = 5.0
+"""notify.delay() as a process's first call on a dead Redis raises within this (it took
+19.7 s when Celery's result store retried 20 times a second apart)."""
 
 
 def _late_event(event_id: str) -> dict[str, Any]:
@@ -192,7 +196,8 @@ def test_callers_get_a_clear_answer_from_a_broker_that_never_answers(tmp_path: P
         assert session.scalar(select(Event.status).where(Event.event_id == "stored-1"))
     # Not Celery's RuntimeError ("the application must be restarted") from its result store.
     assert notified.get("error") == "kombu.exceptions.OperationalError", notified
-    assert notified["seconds"] < CALLER_PATIENCE, notified
+    assert notified["seconds"] < FIRST_CALL_DEADLINE, notified
+    assert published["seconds"] < FIRST_CALL_DEADLINE, published
     finding(
         f"first call on a dead Redis: publish() stored the event in {published['seconds']:.1f}s;"
         f" notify.delay() raised OperationalError in {notified['seconds']:.1f}s"
