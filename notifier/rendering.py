@@ -116,6 +116,18 @@ def _filesize(value: Any) -> str:
     return str(value)
 
 
+LINK_TRACKER = "track_link"
+"""Context key of the callable that turns a link the template prints into a tracked one."""
+
+
+@jinja2.pass_context
+def _track(context: jinja2.runtime.Context, url: Any) -> Any:
+    """`track(url)` in templates: the message's link tracker applied to a link the template
+    produces (the message is sent on a channel that tracks clicks), else `url` unchanged."""
+    tracker = context.get(LINK_TRACKER)
+    return tracker(url) if tracker is not None and isinstance(url, str) else url
+
+
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -132,6 +144,7 @@ def environment() -> jinja2.Environment:
         auto_reload=False,
     )
     env.filters.update(localdt=_localdt, localdate=_localdate, money=_money, filesize=_filesize)
+    env.globals["track"] = _track
     return env
 
 

@@ -50,14 +50,15 @@ from notifier.models import (
     User,
     utcnow,
 )
-from notifier.rendering import TemplateProblem, brand, render
+from notifier.rendering import LINK_TRACKER, TemplateProblem, brand, render
 from notifier.selection import PERSON_CHANNELS, fallback_channel
-from notifier.signing import track_links, unsubscribe_url
+from notifier.signing import link_tracker, unsubscribe_url
 from notifier.status_hooks import StatusChange, delivery_status_changed
 
 log = logging.getLogger("notifier.send")
-# Channels whose links become signed, click-tracked /c/ links (an SMS keeps its short link:
-# every character counts against the segment budget).
+# Channels whose template links (text, HTML, LINE Flex and buttons URI actions) become
+# signed, click-tracked /c/ links (an SMS keeps its short link: every character counts
+# against the segment budget).
 TRACKED_CHANNELS = ("email", "line", "slack")
 
 
@@ -265,18 +266,15 @@ def build_message(delivery: Delivery, ctx: ChunkContext) -> Message:
         },
         **person_context(delivery.recipient, user, tenant, unsubscribe),
     }
-    rendered = render(event.event_type, delivery.channel, locales_for(user, tenant), context)
-    text, html = rendered.text, rendered.html
     if delivery.channel in TRACKED_CHANNELS:
-        track = partial(
-            track_links,
+        context[LINK_TRACKER] = link_tracker(
             delivery_id=delivery.id,
             tenant_id=tenant.id,
             channel=delivery.channel,
             event_type=event.event_type,
         )
-        text = track(text, html=False)
-        html = track(html, html=True) if html else html
+    rendered = render(event.event_type, delivery.channel, locales_for(user, tenant), context)
+    text, html = rendered.text, rendered.html
     attributes: dict[str, Any] = {"locale": rendered.locale}
     if "messages.json" in rendered.extra:
         attributes["line_messages"] = rendered.extra["messages.json"]

@@ -11,8 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
-import re
-from html import unescape
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -95,34 +94,17 @@ def tracked_url(url: str, delivery_id: int, tenant_id: str, channel: str, event_
     return f"{get_settings().public_base_url}/c/{token}"
 
 
-_TEXT_LINK = re.compile(r"https?://[^\s<>\"'\]\)]+")
-# A Slack mrkdwn link as the templates write it: <url|label>, "&" in the url as "&amp;"
-# (text from data has its "<" escaped, so it never looks like one).
-_MRKDWN_LINK = re.compile(r"<(https?://[^\s<>|]+)\|")
-_HTML_HREF = re.compile(r'href="(https?://[^"]+)"')
-
-
-def track_links(
-    text: str, *, html: bool, delivery_id: int, tenant_id: str, channel: str, event_type: str
-) -> str:
-    """Every absolute http(s) link of a message made a signed /c/ link; links to this
-    deployment itself (unsubscribe, tracked already) stay as they are. In HTML only hrefs
-    are rewritten, and their entities (&amp;) are decoded before signing; in Slack mrkdwn
-    only <url|label> links, decoded the same way."""
+def link_tracker(
+    *, delivery_id: int, tenant_id: str, channel: str, event_type: str
+) -> Callable[[str], str]:
+    """What the templates' track() applies to each link they print: an absolute http(s)
+    link becomes a signed /c/ link; links to this deployment itself (unsubscribe, tracked
+    already) and anything else are returned as they are (the same object)."""
     own = get_settings().public_base_url
 
-    def swap(url: str) -> str:
+    def track(url: str) -> str:
         if url.startswith(own) or not is_web_url(url):
             return url
         return tracked_url(url, delivery_id, tenant_id, channel, event_type)
 
-    def swap_mrkdwn(escaped: str) -> str:
-        url = escaped.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-        tracked = swap(url)
-        return escaped if tracked == url else tracked
-
-    if html:
-        return _HTML_HREF.sub(lambda m: f'href="{swap(unescape(m.group(1)))}"', text)
-    if channel == "slack":
-        return _MRKDWN_LINK.sub(lambda m: f"<{swap_mrkdwn(m.group(1))}|", text)
-    return _TEXT_LINK.sub(lambda m: swap(m.group(0)), text)
+    return track

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any, TypeGuard
 
@@ -12,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
 
 from notifier.db import session_scope
-from notifier.models import Click, Tenant, User
+from notifier.models import Click, Delivery, Tenant, User, utcnow
 from notifier.selection import PREFERENCE_KEYS
 from notifier.signing import BadSignature, is_web_url, verify
 from notifier.web.pages import render_page
@@ -54,9 +55,31 @@ def _short_text(value: Any, limit: int) -> TypeGuard[str]:
     return isinstance(value, str) and 0 < len(value) <= limit
 
 
-def record_click(payload: dict[str, Any]) -> None:
+CLICK_WINDOW = dt.timedelta(minutes=10)
+"""Clicks of one delivery within this window are one click (a replayed link, a mail
+scanner following it, a double tap): `notifier report` counts people who clicked."""
+
+
+def record_click(payload: dict[str, Any]) -> bool:
+    """Store the click, unless the same delivery was clicked within CLICK_WINDOW; whether
+    it was stored. The delivery row is locked meanwhile, so concurrent replays of one link
+    make one click."""
     delivery_id = payload.get("d")
+    now = utcnow()
     with session_scope() as session:
+        if delivery_id is not None:
+            session.execute(select(Delivery.id).where(Delivery.id == delivery_id).with_for_update())
+            recent = session.scalar(
+                select(Click.id)
+                .where(
+                    Click.delivery_id == delivery_id,
+                    Click.tenant_id == payload["t"],
+                    Click.created_at > now - CLICK_WINDOW,
+                )
+                .limit(1)
+            )
+            if recent is not None:
+                return False
         session.add(
             Click(
                 tenant_id=payload["t"],
@@ -64,8 +87,10 @@ def record_click(payload: dict[str, Any]) -> None:
                 channel=str(payload.get("c") or "")[:16],
                 event_type=str(payload.get("e") or "")[:100],
                 url=payload["u"],
+                created_at=now,
             )
         )
+    return True
 
 
 @router.get(
@@ -80,9 +105,9 @@ def follow_link(token: str) -> Any:
         payload = click_target(token)
     except BadLink:
         return render_page("bad_link.html.j2", {}, status_code=BAD_LINK)
-    record_click(payload)
+    counted = record_click(payload)
     log.info(
-        "click",
+        "click" if counted else "click again within the window (not counted)",
         extra={
             "tenant": payload["t"],
             "delivery_id": payload.get("d"),
