@@ -25,7 +25,13 @@ def create_app() -> Celery:
     celery_app.conf.update(celery_config(settings, broker_url))
     celery_app.conf.beat_schedule = beat_schedule(settings)
     celery_app.conf.beat_schedule_filename = str(settings.home / "celerybeat-schedule")
-    celery_app.conf.imports = ("tasks.pipeline", "tasks.send", "tasks.scheduled", "tasks.digests")
+    celery_app.conf.imports = (
+        "tasks.pipeline",
+        "tasks.send",
+        "tasks.scheduled",
+        "tasks.digests",
+        "tasks.webhooks",
+    )
     celery_app.set_default()
     return celery_app
 

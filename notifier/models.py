@@ -379,3 +379,19 @@ class OperatorSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookEndpoint(Base):
+    """Where a tenant hears about its deliveries: signed POSTs (Standard Webhooks)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_tenant", "tenant_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ID)
+    url: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    """The message types sent there; null for all."""
+    secret: Mapped[str] = mapped_column(String(64))
+    """`whsec_<base64>`: the key the messages are signed with (the receiver has it too)."""
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -34,6 +34,7 @@ from notifier.web import (
     ops,
     outbox,
     status_api,
+    webhook_endpoints_api,
     webhooks,
 )
 from notifier.web.guards import BodyLimit, dev_host_only
@@ -102,6 +103,7 @@ def create_app(
     app.include_router(events_api.router)
     app.include_router(status_api.router)
     app.include_router(directory_api.router)
+    app.include_router(webhook_endpoints_api.router)
     app.include_router(webhooks.router)
     app.include_router(links.router)
     app.include_router(ops.router)
