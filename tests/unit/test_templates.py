@@ -266,15 +266,15 @@ def test_membership_days_left_wording() -> None:
     assert "expires in 7 days" in text(7, "en")
     assert "expires tomorrow" in text(1, "en")
     assert "expires today" in text(0, "en")
-    assert "將在 7 天後到期" in text(7, "zh-TW")
+    assert "將於 7 天後到期" in text(7, "zh-TW")
     assert "將於明天到期" in text(1, "zh-TW")
     assert "將於今天到期" in text(0, "zh-TW")
-    assert "到期日期:2026/11/29" in text(7, "zh-TW")
+    assert "到期日期：2026/11/29" in text(7, "zh-TW")
 
 
 def test_times_are_shown_in_the_recipients_timezone() -> None:
     taipei = render("course.reminder", "line", "zh-TW").text
-    assert "2026/11/23(一) 19:00" in taipei
+    assert "2026/11/23（一）19:00" in taipei
     london = render("course.reminder", "line", "en", timezone="Europe/London").text
     assert "Mon 23 Nov 2026, 11:00" in london
 
@@ -288,7 +288,7 @@ def test_slack_text_escapes_control_characters() -> None:
 
 def test_greeting_without_a_recipient_name() -> None:
     assert render("payment.success", "email", "en", name=None).text.startswith("Hello,")
-    assert render("payment.success", "email", "zh-TW", name=None).text.startswith("您好:")
+    assert render("payment.success", "email", "zh-TW", name=None).text.startswith("您好：")
 
 
 @pytest.mark.parametrize("channel", CHANNELS)
@@ -331,3 +331,28 @@ def test_missing_data_field_names_the_template() -> None:
 )
 def test_locale_spellings_are_normalized(given: str | None, expected: str | None) -> None:
     assert rendering.normalize_locale(given) == expected
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_digest_counts_read_as_english_plurals(channel: str) -> None:
+    if "digest" not in {p.parent.name for p in rendering.TEMPLATE_DIR.glob(f"en/*/{channel}.*")}:
+        pytest.skip(f"no digest template for {channel}")
+
+    def words(count: int) -> str:
+        ctx = context("member.checked_in")
+        item = {"summary": "Checked in", "type": "member.checked_in", "timestamp": None}
+        ctx.update(items=[item] * count, count=count)
+        rendered = rendering.render("digest", channel, ["en"], ctx)
+        return " ".join([rendered.subject, rendered.text, rendered.html or ""])
+
+    assert "1 updates" not in words(1)
+    assert "1 update" in words(1)
+    assert "3 updates" in words(3)
+
+
+def test_spots_left_reads_as_an_english_plural() -> None:
+    one = {**SAMPLE_DATA["course.reminder"], "remainingSlots": 1}
+    assert "1 spot left" in render("course.reminder", "slack", "en", data=one).text
+    assert "1 spots" not in render("course.reminder", "topic", "en", data=one).text
+    two = {**SAMPLE_DATA["course.reminder"], "remainingSlots": 2}
+    assert "2 spots left" in render("course.reminder", "slack", "en", data=two).text
