@@ -117,3 +117,44 @@ def test_outbox_page_renders_every_channel(server: str, tmp_path: Path) -> None:
     data = screenshot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(data) > 30_000  # a rendered page, not a blank canvas
+
+
+# Elements of a message card that stick out of it, or whose text is wider than their box
+# (cut off by the card's overflow: hidden): long links must wrap instead.
+OVERFLOWING = """() => [...document.querySelectorAll('.card')].flatMap(card => {
+  const edge = card.getBoundingClientRect().right + 1;
+  return [...card.querySelectorAll('*')]
+    .filter(el => el.tagName !== 'IFRAME')
+    .filter(el => el.getBoundingClientRect().right > edge || el.scrollWidth > el.clientWidth + 1)
+    .map(el => el.className || el.tagName);
+})"""
+
+
+@pytest.mark.usefixtures("db", "celery_worker")
+def test_outbox_page_wraps_long_links(server: str) -> None:
+    binary = chromium_binary()
+    if binary is None:
+        pytest.skip("no chromium binary (make browser) to render the outbox page")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import_document(directory(person("u1", name="Amy")))
+    long_link = "https://pay.example.com/retry/" + "a1b2c3d4" * 40  # one 350-character word
+    failed = event("payment.failed", eventId="outbox-long-link", metadata={"userId": "u1"})
+    failed["data"]["retryUrl"] = long_link
+    failed["data"]["reason"] = "declined, see " + long_link  # free text: stays as written
+    failed["metadata"]["priority"] = "high"
+    publish(failed)  # LINE (tracked link, the free-text URL) and SMS
+    publish(event("member.membership_expiring", eventId="outbox-long-flex"))
+    wait_settled(expected=4)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=binary, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 1200})
+        page.goto(f"{server}/outbox")
+        assert page.locator(".line-bubble").count() >= 1  # the page shows the messages
+        assert long_link in page.content()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "outbox-long-links.png"), full_page=True)
+        overflowing = page.evaluate(OVERFLOWING)
+        browser.close()
+    assert overflowing == []
