@@ -19,8 +19,11 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -125,8 +128,17 @@ def _allowed_url(purpose: Purpose) -> AfterValidator:
     return AfterValidator(check)
 
 
-SlackWebhookURL = Annotated[str, _allowed_url("slack")]
-PushEndpoint = Annotated[str, Field(min_length=1, max_length=1024), _allowed_url("web_push")]
+URL_SYNTAX = r"^https?://[A-Za-z0-9.-]+(:[1-9][0-9]{0,3})?(/[!-~]*)?$"
+"""What the policy can take, as the OpenAPI document says it (whether the host is allowed
+is the policy's to say)."""
+SlackWebhookURL = Annotated[
+    str, Field(max_length=2048, json_schema_extra={"pattern": URL_SYNTAX}), _allowed_url("slack")
+]
+PushEndpoint = Annotated[
+    str,
+    Field(min_length=1, max_length=1024, json_schema_extra={"pattern": URL_SYNTAX}),
+    _allowed_url("web_push"),
+]
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -136,7 +148,15 @@ def _utc(value: dt.datetime) -> dt.datetime:
         raise ValueError("out of range once converted to UTC") from exc
 
 
-AwareTime = Annotated[AwareDatetime, AfterValidator(_utc)]
+def _iso_text(value: Any) -> Any:
+    """Dates and times come as ISO 8601 text (pydantic would also take a number)."""
+    if not isinstance(value, (str, dt.date)):
+        raise ValueError("expected an ISO 8601 string")
+    return value
+
+
+AwareTime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_utc)]
+IsoDate = Annotated[dt.date, BeforeValidator(_iso_text)]
 
 
 class TenantDoc(_Stored):
@@ -148,6 +168,15 @@ class TenantDoc(_Stored):
     line_channel_access_token: str | None = None
     branding: dict[str, Any] = Field(default_factory=dict)
     quiet_hours_policy: str | None = Field(default=None, pattern="^(defer|drop)$")
+
+
+EMAIL_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "format": "email", "maxLength": 320},
+        {"const": "", "description": "no email address"},
+        {"type": "null"},
+    ]
+}
 
 
 class PushKeys(_Doc):
@@ -166,12 +195,12 @@ class UserFields(_Stored):
 
     name: str = Field("", max_length=200)
     role: str = Field("member", max_length=32)
-    email: str | None = Field(None, max_length=320)
+    email: str | None = Field(None, max_length=320, json_schema_extra=EMAIL_SCHEMA)
     phone: str | None = Field(None, max_length=32)
     line_user_id: str | None = Field(None, max_length=64)
     locale: str | None = Field(None, max_length=16)
     timezone: str | None = Field(None, max_length=64)
-    active: bool = True
+    active: StrictBool = True
     web_push_subscriptions: list[PushSubscriptionDoc] = Field(default_factory=list)
     preferences: dict[str, Any] = Field(default_factory=dict)
 
@@ -204,7 +233,7 @@ class UserDoc(UserRecord):
 class MembershipFields(_Stored):
     user_id: Id
     membership_type: str = Field(max_length=100)
-    expires_at: dt.date
+    expires_at: IsoDate
 
 
 class MembershipRecord(MembershipFields):
@@ -220,7 +249,7 @@ class CourseFields(_Stored):
     instructor_name: str = Field("", max_length=200)
     start_time: AwareTime
     location: str = Field("", max_length=200)
-    capacity: int = Field(0, ge=0, le=2**31 - 1)
+    capacity: StrictInt = Field(0, ge=0, le=2**31 - 1)
     status: str = Field("scheduled", max_length=16)
 
 
@@ -258,12 +287,13 @@ class DirectoryDoc(_Doc):
 
 class TenantDirectory(_Doc):
     """A directory document for one tenant (`POST /directory`): no tenants section and no
-    tenantId fields, the API key says whose directory it is."""
+    tenantId fields, the API key says whose directory it is. Up to 1,000 items a section
+    per request (`notifier import` takes any size)."""
 
-    users: list[UserRecord] = Field(default_factory=list, max_length=10_000)
-    memberships: list[MembershipRecord] = Field(default_factory=list, max_length=10_000)
-    courses: list[CourseRecord] = Field(default_factory=list, max_length=10_000)
-    bookings: list[BookingRecord] = Field(default_factory=list, max_length=10_000)
+    users: list[UserRecord] = Field(default_factory=list, max_length=1_000)
+    memberships: list[MembershipRecord] = Field(default_factory=list, max_length=1_000)
+    courses: list[CourseRecord] = Field(default_factory=list, max_length=1_000)
+    bookings: list[BookingRecord] = Field(default_factory=list, max_length=1_000)
 
 
 SECTIONS: dict[str, type[_Doc]] = {
@@ -545,7 +575,8 @@ def _put(kind: _Kind, tenant_id: str, record_id: str, fields: _Doc) -> bool:
         rows = _rows(kind.section, tenant_id, record, utcnow())
         for row_kind in KINDS:
             table, conflict = _TABLES[row_kind]
-            upsert_rows(session, table, conflict, [row for k, row in rows if k == row_kind])
+            unique = {tuple(row[c] for c in conflict): row for k, row in rows if k == row_kind}
+            upsert_rows(session, table, conflict, list(unique.values()))  # one row per key
         if kind is USERS:  # a replaced person keeps only the subscriptions listed now
             endpoints = [row["endpoint"] for k, row in rows if k == "webPushSubscriptions"]
             session.execute(

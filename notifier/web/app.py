@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from pydantic.json_schema import models_json_schema
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config.settings import get_settings, require_secret_key
 from notifier.events import Envelope, InvalidEvent
@@ -37,6 +38,7 @@ from notifier.web import (
     webhook_endpoints_api,
     webhooks,
 )
+from notifier.web.bodies import http_error
 from notifier.web.guards import BodyLimit, dev_host_only
 from notifier.web.sns import Fetcher, SnsVerifier, fetch_url
 
@@ -120,6 +122,7 @@ def create_app(
         app.add_exception_handler(unavailable, database_down)
     app.add_exception_handler(RequestValidationError, directory_api.request_invalid)
     app.add_exception_handler(InvalidEvent, directory_api.request_invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
 
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

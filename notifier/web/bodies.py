@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from fastapi import HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 
 class Problem(BaseModel):
@@ -41,3 +45,18 @@ def parse_json_body(raw: bytes) -> Any:
         raise HTTPException(400, f"malformed JSON: {exc}") from exc
     except RecursionError as exc:
         raise HTTPException(400, "malformed JSON: nested too deeply") from exc
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer to an HTTPException, except that a 405 lists in `Allow` every
+    method of every route on that path (Starlette names only the first route's)."""
+    if not isinstance(exc, StarletteHTTPException) or exc.status_code != 405:
+        return await http_exception_handler(request, cast(StarletteHTTPException, exc))
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(request.scope)[0] != Match.NONE:
+            allowed |= methods
+    return JSONResponse(
+        {"detail": exc.detail}, status_code=405, headers={"Allow": ", ".join(sorted(allowed))}
+    )

@@ -19,11 +19,12 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, Resp
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic.alias_generators import to_camel
 
 from notifier import directory
 from notifier.directory import (
+    EMAIL_SCHEMA,
     BookingFields,
     BookingRecord,
     CourseFields,
@@ -55,12 +56,12 @@ class UserPatch(BaseModel):
 
     name: str | None = Field(None, max_length=200)
     role: str | None = Field(None, max_length=32)
-    email: str | None = Field(None, max_length=320)
+    email: str | None = Field(None, max_length=320, json_schema_extra=EMAIL_SCHEMA)
     phone: str | None = Field(None, max_length=32)
     line_user_id: str | None = Field(None, max_length=64)
     locale: str | None = Field(None, max_length=16)
     timezone: str | None = Field(None, max_length=64)
-    active: bool | None = None
+    active: StrictBool | None = None
     web_push_subscriptions: list[PushSubscriptionDoc] | None = None
     preferences: dict[str, Any] | None = None
 
@@ -77,6 +78,7 @@ READ = {**AUTH, 404: {"model": Problem, "description": "No such record in this t
 WRITE = {
     **AUTH,
     400: {"model": Problem, "description": "The body is not JSON"},
+    413: {"model": Problem, "description": "The body is over NOTIFIER_MAX_REQUEST_BYTES"},
     422: {"model": ValidationProblem, "description": "The body is invalid"},
 }
 NOT_FOUND = "not found"

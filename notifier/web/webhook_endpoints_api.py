@@ -15,7 +15,7 @@ from notifier import outbound_webhooks
 from notifier.web.directory_api import AUTH, NOT_FOUND, READ, WRITE
 from notifier.web.events_api import api_tenant
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhook-endpoints"])
 
 MessageType = Literal[
     "delivery.sent",
