@@ -91,7 +91,7 @@ class Settings:
     send_chunk_size: int
     send_concurrency: int
     """Messages of one chunk in flight at once on a per-message channel (threads)."""
-    bulk_insert_chunk: int
+    plan_page_size: int
     max_payload_bytes: int
     send_max_retries: int
     send_backoff_max: int
@@ -199,7 +199,7 @@ def load_settings() -> Settings:
         quiet_hours_policy=_env("NOTIFIER_QUIET_HOURS_POLICY", "defer").lower(),
         send_chunk_size=_int("NOTIFIER_SEND_CHUNK_SIZE", 100),
         send_concurrency=max(1, _int("NOTIFIER_SEND_CONCURRENCY", 8)),
-        bulk_insert_chunk=_int("NOTIFIER_BULK_INSERT_CHUNK", 2000),
+        plan_page_size=_int("NOTIFIER_PLAN_PAGE_SIZE", 1000),
         max_payload_bytes=_int("NOTIFIER_MAX_PAYLOAD_BYTES", 256 * 1024),
         send_max_retries=_int("NOTIFIER_SEND_MAX_RETRIES", 8),
         send_backoff_max=_int("NOTIFIER_SEND_BACKOFF_MAX", 600),
@@ -481,10 +481,11 @@ def _variables() -> tuple[Variable, ...]:
             pipeline,
         ),
         Variable(
-            "NOTIFIER_BULK_INSERT_CHUNK",
+            "NOTIFIER_PLAN_PAGE_SIZE",
             "integer",
-            "2000",
-            "Delivery rows inserted per statement when an event fans out.",
+            "1000",
+            "Recipients per page when an event fans out: one notifier.select_channels task "
+            "per page, run by every worker's pool processes together.",
             pipeline,
         ),
         Variable(

@@ -9,7 +9,7 @@ import io
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Annotated, Any, cast
 
@@ -30,14 +30,11 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 from sqlalchemy import (
-    ARRAY,
     Select,
-    String,
     Table,
     and_,
-    any_,
-    bindparam,
     delete,
+    func,
     select,
     text,
     update,
@@ -55,7 +52,6 @@ from notifier.models import (
     Delivery,
     Membership,
     OutboxMessage,
-    Suppression,
     Tenant,
     User,
     WebPushSubscription,
@@ -724,17 +720,39 @@ def recipients_query(
     raise ValueError(f"unknown recipient rule {rule!r}")
 
 
-def iter_user_pages(session: Session, query: Select[Any], page_size: int) -> Iterator[list[User]]:
-    """Keyset pagination by user id: constant memory for a tenant of any size."""
-    last = ""
-    while True:
-        page = list(session.scalars(query.where(User.id > last).order_by(User.id).limit(page_size)))
-        if not page:
-            return
-        yield page
-        if len(page) < page_size:  # the last page: no query for an empty one after it
-            return
-        last = page[-1].id
+def audience_keys(rule: str, data: dict[str, Any]) -> dict[str, str]:
+    """The fields of an event's data that `recipients_query` reads for `rule`."""
+    wanted = {"uploader_and_admins": "uploadedBy", "course_bookings": "courseId"}.get(rule)
+    return {wanted: str(data.get(wanted, ""))} if wanted else {}
+
+
+def page_starts(session: Session, query: Select[Any], page_size: int) -> list[str]:
+    """The first user id of every page of `page_size` users of `query`, in id order: one
+    statement over the index of ids, whatever the audience's size (keyset pages)."""
+    numbered = query.with_only_columns(
+        User.id.label("id"), func.row_number().over(order_by=User.id).label("n")
+    ).subquery()
+    return list(
+        session.scalars(
+            select(numbered.c.id).where((numbered.c.n - 1) % page_size == 0).order_by(numbered.c.id)
+        )
+    )
+
+
+def as_person(user: User, tenant: Tenant, has_web_push: bool) -> Person:
+    """A user as channel selection sees them."""
+    return Person(
+        id=user.id,
+        role=user.role,
+        email=user.email,
+        phone=user.phone,
+        line_user_id=user.line_user_id,
+        has_web_push=has_web_push,
+        slack_webhook=tenant.slack_webhook_url,
+        timezone=user.timezone or tenant.timezone or "UTC",
+        preferences=user.preferences or {},
+        is_staff=user.role in STAFF_ROLES,
+    )
 
 
 def people_for(
@@ -759,59 +777,7 @@ def people_for(
         if web_push
         else set()
     )
-    return [
-        Person(
-            id=u.id,
-            role=u.role,
-            email=u.email,
-            phone=u.phone,
-            line_user_id=u.line_user_id,
-            has_web_push=u.id in with_push,
-            slack_webhook=tenant.slack_webhook_url,
-            timezone=u.timezone or tenant.timezone or "UTC",
-            preferences=u.preferences or {},
-            is_staff=u.role in STAFF_ROLES,
-        )
-        for u in users
-    ]
-
-
-def suppressed_channels(
-    session: Session, tenant_id: str, people: list[Person]
-) -> dict[str, set[str]]:
-    """For each person, the channels whose address is on the tenant's suppression list."""
-    wanted = [
-        (ch, addr, p.id)
-        for p in people
-        for ch in ("line", "email", "sms", "slack")
-        if (addr := p.address(ch))
-    ]
-    if not wanted:
-        return {}
-    channels = sorted({ch for ch, _, _ in wanted})
-    addresses = sorted({addr for _, addr, _ in wanted})
-    # A page of 2,000 people is thousands of addresses. As one array parameter PostgreSQL
-    # gets them without the driver parsing a placeholder for each (that parse was most of
-    # the lookup's time); the (tenant, channel, address) index serves both forms.
-    address_match = (
-        Suppression.address == any_(bindparam("addresses", addresses, type_=ARRAY(String)))
-        if session.get_bind().dialect.name == "postgresql"
-        else Suppression.address.in_(addresses)
-    )
-    hits = set(
-        session.execute(
-            select(Suppression.channel, Suppression.address).where(
-                Suppression.tenant_id == tenant_id,
-                Suppression.channel.in_(channels),
-                address_match,
-            )
-        ).tuples()
-    )
-    result: dict[str, set[str]] = {}
-    for channel, address, person_id in wanted:
-        if (channel, address) in hits:
-            result.setdefault(person_id, set()).add(channel)
-    return result
+    return [as_person(u, tenant, u.id in with_push) for u in users]
 
 
 def delete_push_subscription(tenant_id: str, endpoint: str) -> None:

@@ -5,30 +5,27 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import reprlib
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, Select, Table, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from channels.registry import get_channel, not_configured
-from config.routing import ROUTES
+from config.routing import ROUTES, STAFF_ROLES, Route
 from config.settings import CHANNELS, get_settings
 from notifier import metrics
 from notifier.channel_state import unavailable_channels
 from notifier.db import session_scope
-from notifier.dbutil import insert_ignore, insert_new, insert_one
+from notifier.dbutil import insert_ignore, insert_one
 from notifier.digests import assign_digests
-from notifier.directory import (
-    iter_user_pages,
-    people_for,
-    recipients_query,
-    suppressed_channels,
-)
+from notifier.directory import as_person, audience_keys, page_starts, recipients_query
 from notifier.events import (
     InvalidEvent,
     ValidEvent,
@@ -37,7 +34,18 @@ from notifier.events import (
     storage_problem,
     validate_event,
 )
-from notifier.models import Delivery, DeliveryStatus, Event, EventStatus, Tenant, User, utcnow
+from notifier.models import (
+    ChannelState,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    EventStatus,
+    Suppression,
+    Tenant,
+    User,
+    WebPushSubscription,
+    utcnow,
+)
 from notifier.selection import select_channels
 from notifier.sending import fail_spent, not_waiting
 
@@ -188,13 +196,64 @@ def accept(raw: Any) -> Accepted:
         event = validate_event(raw, get_settings().max_payload_bytes)
     except InvalidEvent as exc:
         return _reject(raw, exc.errors)
-    # One session for the directory check and the insert, no transaction around them: the
-    # insert is atomic and idempotent by itself (a unique key), the check only reads.
+    # No transaction: each statement is atomic and idempotent by itself (a unique key).
     with session_scope(autocommit=True) as session:
+        accepted = _store_if_known(session, event)
+        if accepted is not None:
+            return accepted
+        # Not stored: find out why (the directory, else a duplicate or a revived rejection).
         errors = directory_errors(session, event)
         if not errors:
             return store(event, session)
     return _reject(raw, errors)
+
+
+def _event_row(event: ValidEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "tenant_id": event.tenant_id,
+        "event_type": event.event_type,
+        "status": EventStatus.ACCEPTED,
+        "priority": event.priority or ROUTES[event.event_type].priority,
+        "errors": [],
+        "payload": event.to_wire(),
+        "created_at": utcnow(),
+    }
+
+
+def _store_if_known(session: Session, event: ValidEvent) -> Accepted | None:
+    """The common case in one statement: INSERT ... SELECT the row WHERE the tenant (and
+    the addressed user) exist, ON CONFLICT DO NOTHING RETURNING its id. None when nothing
+    was inserted, for whatever reason."""
+    table = cast(Table, Event.__table__)
+    row = _event_row(event)
+    known: ColumnElement[bool] = select(Tenant.id).where(Tenant.id == event.tenant_id).exists()
+    if ROUTES[event.event_type].recipients == "event_user":
+        user = User.tenant_id == event.tenant_id, User.id == (event.user_id or "")
+        known = known & select(User.id).where(*user).exists()
+    values = select(*(literal(value, table.c[key].type) for key, value in row.items()))
+    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    pk = session.execute(
+        module.insert(table)
+        .from_select(list(row), values.where(known))
+        .on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])
+        .returning(table.c.id)
+    ).scalar()
+    if pk is None:
+        return None
+    _log_accepted(event)
+    return _counted(Accepted(event.event_id, EventStatus.ACCEPTED, [], pk))
+
+
+def _log_accepted(event: ValidEvent) -> None:
+    log.info(
+        "event accepted",
+        extra={
+            "event_id": event.event_id,
+            "tenant": event.tenant_id,
+            "event_type": event.event_type,
+        },
+    )
 
 
 def store(event: ValidEvent, session: Session | None = None) -> Accepted:
@@ -203,27 +262,10 @@ def store(event: ValidEvent, session: Session | None = None) -> Accepted:
     if session is None:
         with session_scope(autocommit=True) as own:
             return store(event, own)
-    route = ROUTES[event.event_type]
-    row = {
-        "event_id": event.event_id,
-        "tenant_id": event.tenant_id,
-        "event_type": event.event_type,
-        "status": EventStatus.ACCEPTED,
-        "priority": event.priority or route.priority,
-        "errors": [],
-        "payload": event.to_wire(),
-        "created_at": utcnow(),
-    }
+    row = _event_row(event)
     pk = insert_one(session, Event, row, ("tenant_id", "event_id"))
     if pk is not None:
-        log.info(
-            "event accepted",
-            extra={
-                "event_id": event.event_id,
-                "tenant": event.tenant_id,
-                "event_type": event.event_type,
-            },
-        )
+        _log_accepted(event)
         return _counted(Accepted(event.event_id, EventStatus.ACCEPTED, [], pk))
     # The key is taken. A corrected resend of a rejected event takes the slot over.
     revived = session.execute(
@@ -265,8 +307,255 @@ class Plan:
     digests: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Audience:
+    """What a page of recipients needs to know of its event: ids and names only, carried by
+    each `notifier.select_channels` task so that a page costs no read of the event (never
+    the event's data, never a list of recipients)."""
+
+    tenant_id: str
+    event_type: str
+    priority: str
+    user_id: str | None = None
+    keys: dict[str, str] = field(default_factory=dict)
+    channels: list[str] | None = None
+
+    @property
+    def route(self) -> Route:
+        return ROUTES[self.event_type]
+
+
+@dataclass(frozen=True)
+class Page:
+    """A keyset range of recipient ids: `first` <= id < `before` (None: to the end). The
+    first page starts at "" and carries the event's topic delivery."""
+
+    first: str
+    before: str | None
+
+    @property
+    def is_first(self) -> bool:
+        return self.first == ""
+
+
+@dataclass(frozen=True)
+class Resolution:
+    audience: Audience
+    pages: list[Page]
+
+
+def resolve(event_pk: int, now: dt.datetime | None = None) -> Resolution | None:
+    """Mark the event planned and split its audience into keyset pages of
+    NOTIFIER_PLAN_PAGE_SIZE recipients. One statement for an event addressed to one person
+    (one more, over the index of user ids, for a wider audience). None when the event is
+    not accepted (rejected, or gone).
+
+    Safe to run again: pages are ranges, and planning a page twice inserts nothing twice."""
+    now = now or utcnow()
+    with session_scope(autocommit=True) as session:
+        found = session.execute(
+            update(Event)
+            .where(Event.id == event_pk, Event.status == EventStatus.ACCEPTED)
+            .values(planned_at=now)
+            .returning(Event.tenant_id, Event.event_type, Event.priority, Event.payload)
+        ).first()
+        if found is None:
+            return None
+        tenant_id, event_type, priority, payload = found
+        route = ROUTES[event_type]
+        meta = payload.get("metadata") or {}
+        audience = Audience(
+            tenant_id=tenant_id,
+            event_type=event_type,
+            priority=priority or route.priority,
+            user_id=meta.get("userId"),
+            keys=audience_keys(route.recipients, payload.get("data") or {}),
+            channels=list(meta["channels"]) if meta.get("channels") else None,
+        )
+        if route.recipients == "event_user":  # one person: one page, nothing to count
+            return Resolution(audience, [Page("", None)])
+        starts = page_starts(session, _recipients(audience), get_settings().plan_page_size)
+    bounds = ["", *starts[1:]]
+    return Resolution(
+        audience, [Page(a, b) for a, b in zip(bounds, [*bounds[1:], None], strict=True)]
+    )
+
+
+def _recipients(audience: Audience) -> Select[Any]:
+    route = audience.route
+    return recipients_query(audience.tenant_id, route.recipients, audience.user_id, audience.keys)
+
+
+def _aggregate(session: Session, expression: Any, *, as_json: bool) -> Any:
+    """The dialect's aggregate of `expression` into one text: a JSON array, or
+    comma-separated."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if as_json:
+        return func.json_agg(expression) if postgres else func.json_group_array(expression)
+    return func.string_agg(expression, ",") if postgres else func.group_concat(expression, ",")
+
+
+def _json_array(session: Session, *values: Any) -> Any:
+    postgres = session.get_bind().dialect.name == "postgresql"
+    return func.json_build_array(*values) if postgres else func.json_array(*values)
+
+
+def _people_page(
+    session: Session, audience: Audience, page: Page, now: dt.datetime, web_push: bool
+) -> list[Any]:
+    """One statement: the page's users with their tenant, the tenant's channels turned off
+    now (a JSON array), each user's suppressed channels and whether they have a push
+    subscription."""
+    addresses = {
+        "email": User.email,
+        "sms": User.phone,
+        "line": User.line_user_id,
+    }
+    suppressed_here = or_(
+        *(
+            (Suppression.channel == channel) & (Suppression.address == column)
+            for channel, column in addresses.items()
+        ),
+        (Suppression.channel == "slack")
+        & (Suppression.address == Tenant.slack_webhook_url)
+        & User.role.in_(STAFF_ROLES),
+    )
+    suppressed = (
+        select(_aggregate(session, Suppression.channel, as_json=False))
+        .where(Suppression.tenant_id == User.tenant_id, suppressed_here)
+        .scalar_subquery()
+    )
+    turned_off = (
+        select(
+            _aggregate(
+                session,
+                _json_array(session, ChannelState.channel, ChannelState.state, ChannelState.reason),
+                as_json=True,
+            )
+        )
+        .where(
+            ChannelState.tenant_id == Tenant.id,
+            or_(ChannelState.until.is_(None), ChannelState.until > now),
+        )
+        .scalar_subquery()
+    )
+    has_push: Any = (
+        select(WebPushSubscription.id)
+        .where(
+            WebPushSubscription.tenant_id == User.tenant_id,
+            WebPushSubscription.user_id == User.id,
+        )
+        .exists()
+        if web_push
+        else literal(False)
+    )
+    query = (
+        _recipients(audience)
+        .add_columns(Tenant, turned_off, suppressed, has_push)
+        .join(Tenant, Tenant.id == User.tenant_id)
+        .where(User.id >= page.first)
+        .order_by(User.id)
+    )
+    if page.before is not None:
+        query = query.where(User.id < page.before)
+    return list(session.execute(query).tuples())
+
+
+def _turned_off(value: Any) -> dict[str, str]:
+    rows = json.loads(value) if isinstance(value, str) else (value or [])
+    return {channel: f"channel {state}: {reason}" for channel, state, reason in rows}
+
+
+def plan_page(
+    event_pk: int, audience: Audience, page: Page, now: dt.datetime | None = None
+) -> Plan:
+    """Select the channels of one page of recipients and insert its deliveries: one read
+    (people, tenant, suppressions, channels turned off) and one INSERT ... ON CONFLICT ...
+    RETURNING that also gives back the page's queued deliveries a previous run inserted, so
+    a repeated page task sends what a lost one left (the claim keeps each send once)."""
+    now = now or utcnow()
+    settings = get_settings()
+    route = audience.route
+    narrowed = tuple(audience.channels) if audience.channels else None
+    # Low-priority and digest-marked events wait in the database for one digest per
+    # person; a high or critical event sends a person's waiting digest first.
+    batch = route.batch or audience.priority == "low"
+    urgent = audience.priority in ("high", "critical")
+    with session_scope(autocommit=True) as session:
+        web_push = narrowed is None or "web_push" in narrowed
+        found = _people_page(session, audience, page, now, web_push)
+        tenant = found[0][1] if found else session.get(Tenant, audience.tenant_id)
+        if tenant is None:
+            return Plan([], {})
+        unavailable = (
+            _turned_off(found[0][2])
+            if found
+            else unavailable_channels(session, audience.tenant_id, now)
+        )
+        for channel in CHANNELS:
+            missing = not_configured(channel, tenant.line_channel_access_token, route.category)
+            if missing:
+                unavailable.setdefault(channel, missing)
+        policy = tenant.quiet_hours_policy or settings.quiet_hours_policy
+        rows = [
+            _delivery_row(
+                event_pk,
+                audience.tenant_id,
+                person.id,
+                choice.channel,
+                audience.priority,
+                choice.status,
+                choice.reason,
+                choice.not_before,
+                now,
+            )
+            for user, _, _, suppressed, has_push in found
+            for person in [as_person(user, tenant, bool(has_push))]
+            for choice in select_channels(
+                person,
+                audience.priority,
+                now,
+                narrowed_to=narrowed,
+                suppressed=frozenset(suppressed.split(",")) if suppressed else frozenset(),
+                quiet_policy=policy,
+                unavailable=unavailable,
+                batch=batch,
+            )
+        ]
+        topic = route.topic and (narrowed is None or "topic" in narrowed)
+        if page.is_first and topic and "topic" not in unavailable:
+            rows.append(
+                _delivery_row(
+                    event_pk,
+                    audience.tenant_id,
+                    f"topic:{route.category}",
+                    "topic",
+                    audience.priority,
+                    DeliveryStatus.QUEUED,
+                    None,
+                    None,
+                    now,
+                )
+            )
+        digests: list[int] = []
+        if urgent and found:
+            with session_scope() as digest_session:
+                digests = assign_digests(
+                    digest_session,
+                    now,
+                    tenant_id=audience.tenant_id,
+                    recipients=[user.id for user, *_ in found],
+                )
+        queued = _insert_deliveries(session, rows)
+    counts: dict[str, int] = {}
+    for channel, _ in queued:
+        counts[channel] = counts.get(channel, 0) + 1
+    return Plan(group_chunks(queued), counts, digests)
+
+
 def _delivery_row(
-    event: Event,
+    event_pk: int,
+    tenant_id: str,
     recipient: str,
     channel: str,
     priority: str,
@@ -276,8 +565,8 @@ def _delivery_row(
     now: dt.datetime,
 ) -> dict[str, Any]:
     return {
-        "event_pk": event.id,
-        "tenant_id": event.tenant_id,
+        "event_pk": event_pk,
+        "tenant_id": tenant_id,
         "recipient": recipient,
         "channel": channel,
         "priority": priority,
@@ -291,105 +580,46 @@ def _delivery_row(
     }
 
 
-def plan(event_pk: int, now: dt.datetime | None = None) -> Plan:
-    """Resolve recipients, select channels, insert deliveries in bulk, return send chunks.
+_DELIVERY_TABLE = cast(Table, Delivery.__table__)
 
-    Safe to run twice (a redelivered task): existing deliveries are kept, not duplicated.
-    """
-    now = now or utcnow()
-    settings = get_settings()
-    with session_scope() as session:
-        found = session.execute(
-            select(Event, Tenant)
-            .join(Tenant, Tenant.id == Event.tenant_id)
-            .where(Event.id == event_pk, Event.status == EventStatus.ACCEPTED)
-        ).first()
-        if found is None:
-            return Plan([], {})
-        event, tenant = found
-        payload = event.payload
-        meta = payload.get("metadata") or {}
-        route = ROUTES[event.event_type]
-        priority = event.priority or route.priority
-        narrowed = tuple(meta["channels"]) if meta.get("channels") else None
-        policy = tenant.quiet_hours_policy or settings.quiet_hours_policy
-        query = recipients_query(
-            tenant.id, route.recipients, meta.get("userId"), payload.get("data") or {}
+
+def _insert_deliveries(session: Session, rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """Insert the rows once per (event, recipient, channel) and return (channel, id) of
+    every queued one among them: the new ones, and those already there and still queued
+    (their no-op update is what makes RETURNING show them)."""
+    if not rows:
+        return []
+    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    table = _DELIVERY_TABLE
+    statement = (
+        module.insert(table)
+        .on_conflict_do_update(
+            index_elements=["event_pk", "recipient", "channel"],
+            set_={"updated_at": table.c.updated_at},
+            where=table.c.status == DeliveryStatus.QUEUED,
         )
-        # Low-priority and digest-marked events wait in the database for one digest per
-        # person; a high or critical event sends a person's waiting digest first.
-        batch = route.batch or priority == "low"
-        urgent = priority in ("high", "critical")
-        digests: list[int] = []
-        unavailable = unavailable_channels(session, tenant.id, now)
-        for channel in CHANNELS:
-            missing = not_configured(channel, tenant.line_channel_access_token, route.category)
-            if missing:
-                unavailable.setdefault(channel, missing)
-        web_push = "web_push" not in unavailable and (narrowed is None or "web_push" in narrowed)
-        for page in iter_user_pages(session, query, settings.bulk_insert_chunk):
-            people = people_for(session, tenant, page, web_push=web_push)
-            suppressed = suppressed_channels(session, tenant.id, people)
-            if urgent:
-                digests += assign_digests(
-                    session, now, tenant_id=tenant.id, recipients=[p.id for p in people]
-                )
-            rows = [
-                _delivery_row(
-                    event,
-                    person.id,
-                    choice.channel,
-                    priority,
-                    choice.status,
-                    choice.reason,
-                    choice.not_before,
-                    now,
-                )
-                for person in people
-                for choice in select_channels(
-                    person,
-                    priority,
-                    now,
-                    narrowed_to=narrowed,
-                    suppressed=frozenset(suppressed.get(person.id, ())),
-                    quiet_policy=policy,
-                    unavailable=unavailable,
-                    batch=batch,
-                )
-            ]
-            insert_new(session, Delivery, rows, ("event_pk", "recipient", "channel"))
-        if route.topic and (narrowed is None or "topic" in narrowed) and "topic" not in unavailable:
-            insert_ignore(
-                session,
-                Delivery,
-                [
-                    _delivery_row(
-                        event,
-                        f"topic:{route.category}",
-                        "topic",
-                        priority,
-                        DeliveryStatus.QUEUED,
-                        None,
-                        None,
-                        now,
-                    )
-                ],
-                ("event_pk", "recipient", "channel"),
-            )
-        event.planned_at = now
-        queued = (
-            session.execute(
-                select(Delivery.channel, Delivery.id)
-                .where(Delivery.event_pk == event.id, Delivery.status == DeliveryStatus.QUEUED)
-                .order_by(Delivery.channel, Delivery.id)
-            )
-            .tuples()
-            .all()
-        )
+        .returning(table.c.channel, table.c.id, table.c.status)
+    )
+    returned = session.execute(statement, rows).tuples().all()
+    return [(channel, pk) for channel, pk, status in returned if status == DeliveryStatus.QUEUED]
+
+
+def plan(event_pk: int, now: dt.datetime | None = None) -> Plan:
+    """Resolve and plan every page here, in this process: what the canvas does, without a
+    worker (the tasks run `resolve` and `plan_page` in separate tasks)."""
+    resolution = resolve(event_pk, now)
+    if resolution is None:
+        return Plan([], {})
+    plans = [plan_page(event_pk, resolution.audience, page, now) for page in resolution.pages]
     counts: dict[str, int] = {}
-    for channel, _ in queued:
-        counts[channel] = counts.get(channel, 0) + 1
-    return Plan(group_chunks(list(queued)), counts, digests)
+    for each in plans:
+        for channel, n in each.counts.items():
+            counts[channel] = counts.get(channel, 0) + n
+    return Plan(
+        [chunk for each in plans for chunk in each.chunks],
+        counts,
+        [digest for each in plans for digest in each.digests],
+    )
 
 
 def chunked(ids: list[int], size: int) -> Iterator[list[int]]:

@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, bindparam, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from channels.base import (
     Channel,
@@ -108,25 +108,31 @@ def not_waiting(now: dt.datetime) -> ColumnElement[bool]:
     )
 
 
-def claim(session: Session, channel: str, ids: list[int], now: dt.datetime) -> list[Delivery]:
+def _claim_statement(channel: str, ids: list[int], now: dt.datetime) -> Any:
     stale = now - dt.timedelta(seconds=get_settings().stale_claim_seconds)
+    return (
+        update(Delivery)
+        .where(
+            Delivery.id.in_(ids),
+            Delivery.channel == channel,
+            or_(
+                (Delivery.status == DeliveryStatus.QUEUED) & not_waiting(now),
+                (Delivery.status == DeliveryStatus.SENDING) & (Delivery.claimed_at < stale),
+            ),
+        )
+        .values(
+            status=DeliveryStatus.SENDING,
+            claimed_at=now,
+            attempts=Delivery.attempts + 1,
+            updated_at=now,
+        )
+    )
+
+
+def claim(session: Session, channel: str, ids: list[int], now: dt.datetime) -> list[Delivery]:
     claimed = (
         session.execute(
-            update(Delivery)
-            .where(
-                Delivery.id.in_(ids),
-                Delivery.channel == channel,
-                or_(
-                    (Delivery.status == DeliveryStatus.QUEUED) & not_waiting(now),
-                    (Delivery.status == DeliveryStatus.SENDING) & (Delivery.claimed_at < stale),
-                ),
-            )
-            .values(
-                status=DeliveryStatus.SENDING,
-                claimed_at=now,
-                attempts=Delivery.attempts + 1,
-                updated_at=now,
-            )
+            _claim_statement(channel, ids, now)
             # The claimed rows themselves: no second query to load them.
             .returning(Delivery)
             .execution_options(synchronize_session=False)
@@ -174,7 +180,40 @@ def fail_spent(channel: str, ids: list[int], stale: dt.datetime, now: dt.datetim
             )
             _record(session, delivery, ctx, error, True, outcome, now)
         session.commit()
+        outcome.committed()
     return outcome
+
+
+def claim_with_context(
+    session: Session, channel: str, ids: list[int], now: dt.datetime
+) -> tuple[list[Delivery], ChunkContext]:
+    """Claim what can be claimed of `ids` and load what the claimed rows refer to. On
+    PostgreSQL one statement does both (the claiming UPDATE in a WITH, joined to its event,
+    tenant and user); elsewhere the claim, then the context."""
+    if session.get_bind().dialect.name != "postgresql":
+        taken = claim(session, channel, ids, now)
+        empty = ChunkContext({}, {}, {}, {})
+        return taken, load_context(session, channel, taken) if taken else empty
+    table = cast(Table, Delivery.__table__)
+    claimed_rows = _claim_statement(channel, ids, now).returning(*table.c).cte("claimed")
+    claimed = aliased(Delivery, claimed_rows)
+    rows = session.execute(
+        select(claimed, Event, Tenant, User)
+        .join(Event, Event.id == claimed.event_pk)
+        .join(Tenant, Tenant.id == claimed.tenant_id)
+        .outerjoin(User, (User.tenant_id == claimed.tenant_id) & (User.id == claimed.recipient))
+        .order_by(claimed.id)
+    ).tuples()
+    deliveries: list[Delivery] = []
+    ctx = ChunkContext({}, {}, {}, {})
+    for delivery, event, tenant, user in rows:
+        deliveries.append(delivery)
+        ctx.events[event.id], ctx.tenants[tenant.id] = event, tenant
+        if user is not None:
+            ctx.users[(user.tenant_id, user.id)] = user
+    if channel == "web_push" and deliveries:
+        ctx.subscriptions.update(_subscriptions(session, deliveries))
+    return deliveries, ctx
 
 
 def load_context(session: Session, channel: str, deliveries: list[Delivery]) -> ChunkContext:
@@ -194,12 +233,19 @@ def load_context(session: Session, channel: str, deliveries: list[Delivery]) -> 
             select(User).where(User.tenant_id.in_(tenant_ids), User.id.in_(recipients))
         )
     }
-    subscriptions: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    if channel == "web_push":
-        for tenant_id in tenant_ids:
-            for user_id, subs in push_subscriptions(session, tenant_id, recipients).items():
-                subscriptions[(tenant_id, user_id)] = subs
+    subscriptions = _subscriptions(session, deliveries) if channel == "web_push" else {}
     return ChunkContext(events, tenants, users, subscriptions)
+
+
+def _subscriptions(
+    session: Session, deliveries: list[Delivery]
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    recipients = {d.recipient for d in deliveries}
+    for tenant_id in {d.tenant_id for d in deliveries}:
+        for user_id, subs in push_subscriptions(session, tenant_id, recipients).items():
+            found[(tenant_id, user_id)] = subs
+    return found
 
 
 def address_for(channel: str, user: User | None, tenant: Tenant, category: str) -> str | None:
@@ -349,10 +395,9 @@ def send_chunk(
     # transaction, and no BEGIN and COMMIT round trips, around them. `session` (lazy: no
     # connection until used) carries what must commit together.
     with session_scope(autocommit=True) as reader, session_scope() as session:
-        deliveries = claim(reader, channel, ids, now)
+        deliveries, ctx = claim_with_context(reader, channel, ids, now)
         if not deliveries:
             return outcome
-        ctx = load_context(reader, channel, deliveries)
         backend = get_channel(channel)
         batch_size = max(1, int(getattr(backend, "batch_size", 1)))
         groups = [deliveries[i : i + batch_size] for i in range(0, len(deliveries), batch_size)]

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from celery import Signature, group
 from kombu.exceptions import OperationalError as BrokerUnreachable
 
 import worker  # noqa: F401  (configures the Celery app the tasks below are sent with)
@@ -42,10 +43,15 @@ def _enqueued(send: Callable[[], Any], what: str, **context: Any) -> bool:
 
 
 def start_event(event_pk: int, **context: Any) -> bool:
-    """Start the canvas of one accepted event."""
-    from tasks.pipeline import plan_event
+    """Start the canvas of one accepted event (`notifier.resolve_recipients`)."""
+    from tasks.pipeline import resolve_recipients
 
-    return _enqueued(lambda: plan_event.delay(event_pk), "event", **context)
+    return _enqueued(lambda: resolve_recipients.delay(event_pk), "event", **context)
+
+
+def fan_out(signatures: Signature, what: str, **context: Any) -> bool:
+    """Send a canvas a running step built (the group of an event's pages)."""
+    return _enqueued(signatures.apply_async, what, **context)
 
 
 def start_events(event_pks: Sequence[int]) -> int:
@@ -54,29 +60,23 @@ def start_events(event_pks: Sequence[int]) -> int:
 
 
 def send_deliveries(chunks: Sequence[tuple[str, list[int]]]) -> bool:
-    """Enqueue one send task per chunk of queued delivery ids of one channel."""
+    """Send chunks of queued delivery ids as one group of per-channel send tasks."""
     if not chunks:
         return True
     from tasks.send import SEND_TASKS
 
-    def send() -> None:
-        for channel, ids in chunks:
-            SEND_TASKS[channel].apply_async(args=(ids,))
-
-    return _enqueued(send, "deliveries", count=sum(len(ids) for _, ids in chunks))
+    sends = group(SEND_TASKS[channel].si(ids) for channel, ids in chunks)
+    return _enqueued(sends.apply_async, "deliveries", count=sum(len(ids) for _, ids in chunks))
 
 
 def send_digests(digest_ids: Sequence[int]) -> bool:
-    """Enqueue the send task of each queued digest."""
+    """Send queued digests, one `notifier.send_digest` task each, as one group."""
     if not digest_ids:
         return True
     from tasks.digests import send_digest_task
 
-    def send() -> None:
-        for digest_id in digest_ids:
-            send_digest_task.apply_async(args=(digest_id,))
-
-    return _enqueued(send, "digests", count=len(digest_ids))
+    sends = group(send_digest_task.si(digest_id) for digest_id in digest_ids)
+    return _enqueued(sends.apply_async, "digests", count=len(digest_ids))
 
 
 def notify_task() -> Any:

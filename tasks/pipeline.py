@@ -1,15 +1,24 @@
-"""notify -> plan -> send_<channel> chunks."""
+"""The event's canvas: notify (accept) -> resolve_recipients -> select_channels, one per
+page of recipients, as a group -> send_<channel>, one per chunk of delivery ids, as a group.
+
+Every task of one event carries the root id of the first (notify, or resolve_recipients
+for publish() and the other entry points): Flower shows one event as one tree. The groups
+are sent by the step that knows them (the pages once the audience is counted, the channels
+once they are chosen). A group is not put in place of a step with Task.replace: Celery
+turns a replacing group into a chord, whose counter needs every send task's result in the
+result backend; the steps keep no results (task_ignore_result)."""
 
 from __future__ import annotations
 
 import functools
+from dataclasses import asdict
 from typing import Any
 
-from celery import Task, shared_task
+from celery import Task, group, shared_task
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError as BrokerUnreachable
 
-from notifier.pipeline import accept, plan
+from notifier.pipeline import Audience, Page, accept, plan_page, resolve
 from tasks import enqueue
 from tasks.send import DB_RETRY
 
@@ -81,10 +90,34 @@ def notify(self: Task, event: Any) -> dict[str, Any]:
     return accepted.as_result()
 
 
-@shared_task(name="notifier.plan", bind=True, acks_late=True, **DB_RETRY)
-def plan_event(self: Task, event_pk: int) -> dict[str, int]:
-    """Resolve recipients, select channels, insert deliveries, enqueue send chunks."""
-    result = plan(event_pk)
-    enqueue.send_digests(result.digests)  # a person's waiting digest goes before an urgent event
-    enqueue.send_deliveries(result.chunks)
-    return result.counts
+@shared_task(name="notifier.resolve_recipients", bind=True, acks_late=True, **DB_RETRY)
+def resolve_recipients(self: Task, event_pk: int) -> int:
+    """Split the event's audience into keyset pages and plan them as a group of
+    `notifier.select_channels` tasks, one per page: every pool process of every worker
+    plans one broadcast together. Returns the number of pages."""
+    resolution = resolve(event_pk)
+    if resolution is None:
+        return 0
+    audience = asdict(resolution.audience)
+    enqueue.fan_out(
+        group(
+            select_channels.si(event_pk, audience, page.first, page.before)
+            for page in resolution.pages
+        ),
+        "pages",
+        event_pk=event_pk,
+    )
+    return len(resolution.pages)
+
+
+@shared_task(name="notifier.select_channels", bind=True, acks_late=True, **DB_RETRY)
+def select_channels(
+    self: Task, event_pk: int, audience: dict[str, Any], first: str, before: str | None
+) -> dict[str, int]:
+    """Choose the channels of one page of recipients, insert its deliveries and send them
+    as a group of per-channel send tasks (`notifier.send_<channel>`), each carrying a
+    chunk of delivery ids. A person's waiting digest goes out before an urgent event."""
+    planned = plan_page(event_pk, Audience(**audience), Page(first, before))
+    enqueue.send_digests(planned.digests)
+    enqueue.send_deliveries(planned.chunks)
+    return planned.counts

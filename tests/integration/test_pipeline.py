@@ -457,3 +457,78 @@ def test_links_in_messages_are_signed_click_tracked_links() -> None:
     with session_scope() as session:
         [click] = session.scalars(select(Click))
     assert (click.tenant_id, click.channel, click.url) == (TENANT, "email", retry_url)
+
+
+def _task_tree() -> Any:
+    """Record (name, id, root id, parent id) of every task the in-process worker runs."""
+    from celery import signals
+
+    ran: list[tuple[str, str, str | None, str | None]] = []
+
+    def record(task_id: str, task: Any, **_: Any) -> None:
+        request = task.request
+        ran.append((task.name, task_id, request.root_id, request.parent_id))
+
+    signals.task_prerun.connect(record, weak=False)
+    return ran, record
+
+
+def test_one_event_is_one_canvas_tree_with_one_root() -> None:
+    from celery import signals
+
+    import_document(directory(person("u1")))
+    ran, record = _task_tree()
+    try:
+        notify.delay(event("payment.success", eventId="tree-1")).get(timeout=30)
+        wait_settled(expected=3)  # LINE, email and the PaymentUpdates topic
+        wait_for(lambda: len(ran) >= 6 or None)
+    finally:
+        signals.task_prerun.disconnect(record)
+    by_name: dict[str, list[tuple[str, str | None, str | None]]] = {}
+    for name, task_id, root, parent in ran:
+        by_name.setdefault(name, []).append((task_id, root, parent))
+    [(notify_id, notify_root, _)] = by_name["notifier.notify"]
+    [(resolve_id, _, resolve_parent)] = by_name["notifier.resolve_recipients"]
+    [(select_id, _, select_parent)] = by_name["notifier.select_channels"]
+    sends = [
+        (name, parent)
+        for name, rows in by_name.items()
+        if name.startswith("notifier.send_")
+        for _, _, parent in rows
+    ]
+    assert sorted(name for name, _ in sends) == [
+        "notifier.send_email",
+        "notifier.send_line",
+        "notifier.send_topic",
+    ]
+    assert {root for _, _, root, _ in ran} == {notify_id} and notify_root in (None, notify_id)
+    assert resolve_parent == notify_id and select_parent == resolve_id
+    assert {parent for _, parent in sends} == {select_id}
+
+
+def test_a_broadcast_is_planned_in_pages_each_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from config import settings as settings_module
+
+    paged = dataclasses.replace(settings_module.get_settings(), plan_page_size=3)
+    monkeypatch.setattr("notifier.pipeline.get_settings", lambda: paged)
+    prefs = {"priority": {"high": ["email"]}}
+    import_document(directory(*(person(f"u{i:02d}", preferences=prefs) for i in range(8))))
+    from celery import signals
+
+    ran, record = _task_tree()
+    try:
+        publish(event("system.maintenance", eventId="paged", metadata={"channels": ["email"]}))
+        rows = wait_settled(expected=8)
+    finally:
+        signals.task_prerun.disconnect(record)
+    assert sorted(r.recipient for r in rows) == [f"u{i:02d}" for i in range(8)]
+    assert {r.status for r in rows} == {"sent"}
+    assert [name for name, *_ in ran].count("notifier.select_channels") == 3  # 3 + 3 + 2
+    with session_scope() as session:
+        pk = session.scalar(select(Event.id).where(Event.event_id == "paged"))
+    assert pk is not None
+    # A repeated page task changes nothing: no new rows, nothing sent twice.
+    assert plan(pk).chunks == []
+    assert count(OutboxMessage) == 8
