@@ -19,7 +19,7 @@ import json
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import requests
 from sqlalchemy import delete, select
@@ -30,7 +30,7 @@ from notifier.models import DeadLetter, WebhookEndpoint
 from notifier.status_hooks import StatusChange
 from notifier.urlpolicy import BlockedURL, check_url, guarded_session, sanitized_reason
 
-MESSAGE_TYPES = (
+MessageType = Literal[
     "delivery.sent",
     "delivery.failed",
     "delivery.bounced",
@@ -38,7 +38,8 @@ MESSAGE_TYPES = (
     "delivery.clicked",
     "delivery.suppressed",
     "preferences.updated",
-)
+]
+MESSAGE_TYPES: tuple[str, ...] = get_args(MessageType)
 STATUS_TYPES = {
     "sent": "delivery.sent",
     "failed": "delivery.failed",

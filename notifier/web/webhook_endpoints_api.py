@@ -4,7 +4,7 @@ the endpoint with its `whsec_` secret, shown only then), `GET /webhook-endpoints
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Response
 from fastapi.concurrency import run_in_threadpool
@@ -17,15 +17,7 @@ from notifier.web.events_api import api_tenant
 
 router = APIRouter(tags=["webhook-endpoints"])
 
-MessageType = Literal[
-    "delivery.sent",
-    "delivery.failed",
-    "delivery.bounced",
-    "delivery.complained",
-    "delivery.clicked",
-    "delivery.suppressed",
-    "preferences.updated",
-]
+MessageType = outbound_webhooks.MessageType
 
 
 class _Camel(BaseModel):
