@@ -3,6 +3,7 @@ whatever the body says, and the answers say nothing about B."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -187,3 +188,35 @@ def test_any_body_with_a_key_stays_in_the_keys_tenant(gyms: Gyms, body: Any) -> 
     with session_scope() as session:
         stored = session.execute(select(Event.tenant_id, Event.payload)).all()
     assert all(tenant == A and payload["tenantId"] == A for tenant, payload in stored)
+
+
+def _key_routes() -> list[tuple[str, str]]:
+    """Every (method, path) of the app that takes a tenant's API key."""
+    from fastapi.routing import APIRoute
+
+    from notifier.web import directory_api, events_api, status_api, webhook_endpoints_api
+    from notifier.web.events_api import api_tenant
+
+    found = []
+    modules = (events_api, directory_api, status_api, webhook_endpoints_api)
+    routers = [module.router for module in modules]
+    for route in (r for router in routers for r in router.routes):
+        if isinstance(route, APIRoute) and any(
+            d.call is api_tenant for d in route.dependant.dependencies
+        ):
+            path = re.sub(r"\{[^}]+\}", "x", route.path)
+            found += [(method, path) for method in sorted(route.methods)]
+    return found
+
+
+def test_every_key_route_refuses_no_key_and_a_wrong_key(gyms: Gyms) -> None:
+    routes = _key_routes()
+    assert ("POST", "/events") in routes and ("GET", "/users/x") in routes
+    assert any(path.startswith("/webhook-endpoints") for _, path in routes)
+    assert ("GET", "/events/x") in routes
+    wrong = {"Authorization": "Bearer nk.c2VjLWd5bS1i.wrong"}  # names tenant B, wrong secret
+    for method, path in routes:
+        for headers in ({}, wrong, {"X-API-Key": "garbage"}):
+            response = gyms.client.request(method, path, json={}, headers=headers)
+            assert response.status_code == 401, (method, path, headers, response.text)
+            assert B not in response.text
