@@ -6,6 +6,9 @@
 - kind "ingest" (notifier.ingest): an SQS message that could not be read or whose event was
   rejected. Replay runs the stored body through the same parsing and accept path, so it is
   idempotent by eventId; one that is still invalid stays pending, with the reason reported.
+- kind "webhook" (notifier.outbound_webhooks): a signed message its endpoint did not take
+  after the last try, or that could not be enqueued (broker down). Replay sends it again,
+  with the same webhook-id, so a receiver that got it after all drops the copy.
 
 Replaying is idempotent: a dead letter is replayed once (replayed_at), and one whose delivery
 is no longer failed (sent, or queued again) is left alone.
@@ -49,6 +52,11 @@ def _summary(row: DeadLetter) -> dict[str, Any]:
             "bodyBytes": len(body.encode("utf-8")) if isinstance(body, str) else 0,
             "truncated": bool(payload.get("truncated")),
         }
+    if row.kind == "webhook":
+        message = payload.get("message")
+        body = message.get("body") if isinstance(message, dict) else None
+        kind = body.get("type") if isinstance(body, dict) else None
+        return {"endpointId": payload.get("endpointId"), "type": kind}
     return {k: payload.get(k) for k in ("eventId", "eventType", "channel", "recipient")}
 
 
@@ -116,6 +124,8 @@ def replay(
                 requeued.append(delivery)
         elif kind == "ingest":
             _replay_ingest(dead_letter_id, now, result, enqueue)
+        elif kind == "webhook":
+            _replay_webhook(dead_letter_id, now, result, enqueue)
         else:
             result.skipped[dead_letter_id] = f"cannot replay a dead letter of kind {kind!r}"
     enqueue.send_deliveries(group_chunks(requeued))
@@ -190,6 +200,31 @@ def _replay_ingest(
     accepted = enqueue.submit(event)  # a duplicate means the event is in: replayed all the same
     if accepted.status == EventStatus.REJECTED:
         result.failed[dead_letter_id] = describe_errors(accepted.errors)
+        return
+    with session_scope() as session:
+        if _mark_replayed(session, dead_letter_id, now):
+            result.replayed.append(dead_letter_id)
+        else:
+            result.skipped[dead_letter_id] = "already replayed"
+
+
+def _replay_webhook(
+    dead_letter_id: int, now: dt.datetime, result: ReplayResult, enqueue: Enqueue
+) -> None:
+    with session_scope() as session:
+        row = session.get(DeadLetter, dead_letter_id)
+        payload = row.payload if row is not None and isinstance(row.payload, dict) else {}
+        pending = row is not None and row.replayed_at is None
+    if not pending:
+        result.skipped[dead_letter_id] = "already replayed"
+        return
+    endpoint_id, message = payload.get("endpointId"), payload.get("message")
+    if not isinstance(endpoint_id, str) or not isinstance(message, dict):
+        result.failed[dead_letter_id] = "the dead letter holds no webhook message"
+        return
+    # Marked only once enqueued: with the broker down it stays pending for the next replay.
+    if not enqueue.send_webhook(endpoint_id, message):
+        result.failed[dead_letter_id] = "broker unreachable; replay again once it is back"
         return
     with session_scope() as session:
         if _mark_replayed(session, dead_letter_id, now):

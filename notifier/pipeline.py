@@ -61,6 +61,8 @@ class Enqueue(Protocol):
 
     def send_deliveries(self, chunks: Sequence[tuple[str, list[int]]]) -> bool: ...
 
+    def send_webhook(self, endpoint_id: str, message: dict[str, Any]) -> bool: ...
+
 
 @dataclass(frozen=True)
 class Accepted:

@@ -69,6 +69,15 @@ def send_deliveries(chunks: Sequence[tuple[str, list[int]]]) -> bool:
     return _enqueued(sends.apply_async, "deliveries", count=sum(len(ids) for _, ids in chunks))
 
 
+def send_webhook(endpoint_id: str, message: dict[str, Any]) -> bool:
+    """Send one signed message to one tenant endpoint (`notifier.send_webhook`)."""
+    from tasks.webhooks import send_webhook as task
+
+    return _enqueued(
+        lambda: task.delay(endpoint_id, message), "webhook message", endpoint=endpoint_id
+    )
+
+
 def send_digests(digest_ids: Sequence[int]) -> bool:
     """Send queued digests, one `notifier.send_digest` task each, as one group."""
     if not digest_ids:

@@ -21,6 +21,7 @@ from notifier.outbound_webhooks import (
     post_message,
 )
 from notifier.status_hooks import StatusChange, on_delivery_status
+from tasks import enqueue
 from tasks.send import DB_RETRY, retry_countdown
 
 log = logging.getLogger("notifier.webhooks")
@@ -57,4 +58,6 @@ def send_webhook(self: Task, endpoint_id: str, message: dict[str, Any]) -> None:
 @on_delivery_status
 def enqueue_webhooks(changes: Sequence[StatusChange]) -> None:
     for endpoint_id, message in messages_for(changes):
-        send_webhook.delay(endpoint_id, message)
+        if not enqueue.send_webhook(endpoint_id, message):
+            # Kept, not lost: `notifier dlq replay` sends it once the broker is back.
+            dead_letter(endpoint_id, message, "broker unreachable when the status changed")

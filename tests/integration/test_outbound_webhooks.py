@@ -21,7 +21,7 @@ from notifier.directory import import_document
 from notifier.models import DeadLetter
 from notifier.web.app import create_app
 from notifier.web.auth import issue_api_key
-from tests.helpers import TENANT, directory, event, person, wait_for
+from tests.helpers import TENANT, broker_unreachable, directory, event, person, wait_for
 from tests.peers.http import LocalServer
 
 OTHER = "gym-b"
@@ -167,6 +167,39 @@ def test_a_receiver_that_never_answers_ends_in_the_dead_letters(
     assert letters[0].payload["message"]["body"]["data"]["reason"] == "HTTP 550"
     assert "HTTP 503" in letters[0].error
     assert receiver.requests >= 2
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_a_message_that_found_the_broker_down_is_kept_and_replayed_once(
+    client: TestClient, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from notifier.dlq import list_dead_letters, replay
+    from notifier.status_hooks import StatusChange
+    from tasks import enqueue
+    from tasks.webhooks import enqueue_webhooks
+
+    register(client, receiver, issue_api_key(TENANT), "later")
+    change = StatusChange(
+        delivery_id=8,
+        tenant_id=TENANT,
+        event_id="e-8",
+        recipient="u1",
+        channel="sms",
+        status="sent",
+        reason=None,
+    )
+    broker_unreachable(monkeypatch)
+    enqueue_webhooks([change])  # the status hook, as it runs after a send's commit
+    [letter] = list_dead_letters(TENANT, 10, include_replayed=False)
+    assert letter["kind"] == "webhook" and "broker unreachable" in letter["error"]
+    # Still down: the replay fails and the letter stays pending.
+    assert letter["id"] in replay(enqueue=enqueue, ids=[letter["id"]]).failed
+    monkeypatch.undo()
+    assert replay(enqueue=enqueue, ids=[letter["id"]]).replayed == [letter["id"]]
+    wait_for(lambda: receiver.messages or None, timeout=30)
+    [(name, payload, _)] = receiver.messages
+    assert name == "later" and payload["data"]["deliveryId"] == 8
+    assert replay(enqueue=enqueue, all=True).replayed == []  # once only
 
 
 def test_endpoints_are_the_keys_tenants_and_follow_the_url_policy(
