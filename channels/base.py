@@ -1,13 +1,14 @@
-"""The channel contract: a fixed step order, one status enum, one error tree.
+"""The channel contract: a fixed step order, one result type, one error tree.
 
 Every channel module subclasses `Channel` and implements the three steps; `send` runs them
-in order and returns a `DeliveryResult` that keeps the provider's raw response.
+in order and returns a `DeliveryResult` (the provider took the message) that keeps the
+provider's raw response, or raises an error of the tree (`TransientChannelError` worth a
+retry, `PermanentChannelError` not).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
@@ -29,18 +30,6 @@ def parse_retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
-
-
-class Status(enum.StrEnum):
-    """The normalized outcome of a provider call, the same for every channel."""
-
-    SENT = "sent"
-    QUEUED = "queued"
-    DEFERRED = "deferred"
-    SUPPRESSED = "suppressed"
-    FAILED = "failed"
-    BOUNCED = "bounced"
-    REJECTED = "rejected"
 
 
 class NotifierError(Exception):
@@ -121,7 +110,8 @@ class Message:
 
 @dataclass(frozen=True)
 class DeliveryResult:
-    status: Status
+    """The provider accepted the message: it is sent (failures are errors, never results)."""
+
     provider_message_id: str | None = None
     raw_response: Any = None
 

@@ -34,7 +34,6 @@ from channels.base import (
     Message,
     NotifierError,
     PermanentChannelError,
-    Status,
     TransientChannelError,
 )
 
@@ -298,7 +297,6 @@ class SesEmailChannel(Channel):
         if request_id:
             raw["RequestId"] = request_id
         return DeliveryResult(
-            status=Status.SENT,
             provider_message_id=response.get("MessageId"),
             raw_response=raw,
         )
@@ -512,7 +510,6 @@ class SmtpEmailChannel(Channel):
 
     def parse_response(self, message: Message, response: SmtpReceipt) -> DeliveryResult:
         return DeliveryResult(
-            status=Status.SENT,
             provider_message_id=response.message_id,
             raw_response={"smtp": f"{response.code} {response.text}".strip()},
         )

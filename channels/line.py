@@ -40,7 +40,6 @@ from channels.base import (
     Message,
     NotifierError,
     PermanentChannelError,
-    Status,
     TransientChannelError,
 )
 
@@ -260,7 +259,6 @@ class LineChannel(Channel):
 
     def parse_response(self, message: Message, response: LineReply) -> DeliveryResult:
         return DeliveryResult(
-            status=Status.SENT,
             provider_message_id=response.message_id(),
             raw_response=response.raw(),
         )
@@ -360,9 +358,7 @@ class LineChannel(Channel):
             return [(index, outcome.error(self.error_context(m))) for index, m, _ in chunk]
         raw = {**outcome.raw(), "recipients": len(chunk), "retry_key": key}
         message_id = outcome.message_id(bulk=True)
-        result = DeliveryResult(
-            status=Status.SENT, provider_message_id=message_id, raw_response=raw
-        )
+        result = DeliveryResult(provider_message_id=message_id, raw_response=raw)
         return [(index, result) for index, _, _ in chunk]
 
     # -- HTTP -------------------------------------------------------------------------

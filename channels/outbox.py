@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.base import Channel, DeliveryResult, Message, Status
+from channels.base import Channel, DeliveryResult, Message
 from notifier.db import session_scope
 from notifier.dbutil import insert_ignore
 from notifier.models import OutboxMessage
@@ -39,7 +39,6 @@ class OutboxChannel(Channel):
 
     def parse_response(self, message: Message, response: int) -> DeliveryResult:
         return DeliveryResult(
-            status=Status.SENT,
             provider_message_id=f"outbox-{message.delivery_id}",
             raw_response={"stored": bool(response)},
         )

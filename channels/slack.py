@@ -28,7 +28,6 @@ from channels.base import (
     DeliveryResult,
     Message,
     PermanentChannelError,
-    Status,
     TransientChannelError,
     parse_retry_after,
 )
@@ -137,7 +136,7 @@ class SlackChannel(Channel):
         raw: dict[str, Any] = {"status": status, "reason": reason}
         context = {**self.error_context(message), "status_code": status, "response": raw}
         if 200 <= status < 300:
-            return DeliveryResult(status=Status.SENT, provider_message_id=None, raw_response=raw)
+            return DeliveryResult(provider_message_id=None, raw_response=raw)
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if retry_after is not None:

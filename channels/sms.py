@@ -24,7 +24,6 @@ from channels.base import (
     Message,
     NotifierError,
     PermanentChannelError,
-    Status,
     TransientChannelError,
 )
 
@@ -358,7 +357,6 @@ class SnsSmsChannel(Channel):
 
     def parse_response(self, message: Message, response: dict[str, Any]) -> DeliveryResult:
         return DeliveryResult(
-            status=Status.SENT,
             provider_message_id=response.get("MessageId"),
             raw_response=response_summary(response),
         )

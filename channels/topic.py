@@ -16,7 +16,7 @@ import re
 import unicodedata
 from typing import Any, ClassVar
 
-from channels.base import Channel, DeliveryResult, Message, PermanentChannelError, Status
+from channels.base import Channel, DeliveryResult, Message, PermanentChannelError
 from channels.sms import response_summary, sns_client, sns_error
 from config.settings import TOPIC_CATEGORIES
 
@@ -126,7 +126,6 @@ class SnsTopicChannel(Channel):
 
     def parse_response(self, message: Message, response: dict[str, Any]) -> DeliveryResult:
         return DeliveryResult(
-            status=Status.SENT,
             provider_message_id=response.get("MessageId"),
             raw_response=response_summary(response),
         )

@@ -56,7 +56,6 @@ from channels.base import (
     DeliveryResult,
     Message,
     PermanentChannelError,
-    Status,
     TransientChannelError,
     parse_retry_after,
 )
@@ -271,7 +270,6 @@ class WebPushChannel(Channel):
         accepted = [o for o in response if o.outcome == "accepted"]
         if accepted:
             return DeliveryResult(
-                status=Status.SENT,
                 provider_message_id=accepted[0].location,
                 raw_response=raw,
             )

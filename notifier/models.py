@@ -66,7 +66,7 @@ class EventStatus(enum.StrEnum):
 
 
 class DeliveryStatus(enum.StrEnum):
-    """The lifecycle of one delivery row (the provider outcome is channels.base.Status)."""
+    """The lifecycle of one delivery row (and of a digest row)."""
 
     QUEUED = "queued"
     SENDING = "sending"

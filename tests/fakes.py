@@ -12,7 +12,6 @@ from channels.base import (
     DeliveryResult,
     Message,
     PermanentChannelError,
-    Status,
     TransientChannelError,
 )
 
@@ -62,4 +61,4 @@ class ScriptedChannel(Channel):
             raise PermanentChannelError(
                 "scripted 410 gone", status_code=410, suppress=True, **context
             )
-        return DeliveryResult(Status.SENT, f"scripted-{message.delivery_id}", {"ok": True})
+        return DeliveryResult(f"scripted-{message.delivery_id}", {"ok": True})

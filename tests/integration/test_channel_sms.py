@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from channels.base import Message, PermanentChannelError, Status, TransientChannelError
+from channels.base import DeliveryResult, Message, PermanentChannelError, TransientChannelError
 from channels.sms import SnsSmsChannel, fit_sms, is_gsm7, reset_sns_clients, sms_parts
 from tests.peers.moto_sns import (
     MotoSnsServer,
@@ -154,7 +154,7 @@ def test_fit_sms_strips_trailing_space_before_ellipsis() -> None:
 
 def test_send_success_normalises_number(sns: MotoSnsServer) -> None:
     result = SnsSmsChannel().send(sms_message("+886 912-345-678", "Class at 7pm"))
-    assert result.status is Status.SENT
+    assert isinstance(result, DeliveryResult)
     assert result.provider_message_id
     assert result.raw_response["MessageId"] == result.provider_message_id
     assert sns.sms() == [
@@ -227,7 +227,7 @@ def _attributes(params: dict[str, str]) -> dict[str, str]:
 
 def test_publish_request_carries_type_and_sender_id(scripted: ScriptedSnsServer) -> None:
     result = SnsSmsChannel().send(sms_message("0912345678"))
-    assert result.status is Status.SENT
+    assert isinstance(result, DeliveryResult)
     (check,) = scripted.received("CheckIfPhoneNumberIsOptedOut")
     assert check.params["phoneNumber"] == PHONE
     (publish,) = scripted.received("Publish")
@@ -342,7 +342,7 @@ def test_retry_after_throttling_succeeds(scripted: ScriptedSnsServer) -> None:
     with pytest.raises(TransientChannelError):
         channel.send(message)
     result = channel.send(message)
-    assert result.status is Status.SENT
+    assert isinstance(result, DeliveryResult)
     first, second = scripted.received("Publish")
     assert first.params == second.params  # the same request, built again
 

