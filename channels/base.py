@@ -1,17 +1,27 @@
-"""The channel contract: a fixed step order, one result type, one error tree.
+"""The channel contract: a fixed step order, one result type, one error tree, and the
+facts a channel owns.
 
-Every channel module subclasses `Channel` and implements the three steps; `send` runs them
-in order and returns a `DeliveryResult` (the provider took the message) that keeps the
-provider's raw response, or raises an error of the tree (`TransientChannelError` worth a
-retry, `PermanentChannelError` not).
+Every channel module subclasses `Channel` once to declare its channel (name, template parts,
+link tracking, where a person's address comes from, how the outbox page draws it) and once
+more per backend (the provider's limits, its typed settings, the three steps); `send` runs
+the steps in order and returns a `DeliveryResult` (the provider took the message) that
+keeps the provider's raw response, or raises an error of the tree (`TransientChannelError`
+worth a retry, `PermanentChannelError` not). docs/adding-a-channel.md lists what a new
+channel module declares.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from config.settings import Variable
+    from notifier.models import Tenant
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -117,15 +127,64 @@ class DeliveryResult:
 
 
 class Channel:
-    """Base class: subclasses set the class attributes and implement the three steps."""
+    """Base class. A channel module declares its channel in one subclass (the facts below
+    that say what the channel is) and each backend in a subclass of that (`backend`, the
+    provider's limits and settings, the three steps). Every default here is the generic
+    one, so a new channel declares only what differs."""
 
+    # -- the channel's facts (the same for all its backends, the outbox included) ---------
     name: ClassVar[str] = ""
+    """The channel's name: its module in channels/, its templates' prefix, its send task."""
+    label: ClassVar[str] = ""
+    """How people read its name ("LINE", "SMS"); the name when empty."""
+    template_parts: ClassVar[tuple[str, ...]] = ("txt",)
+    """Template parts every message needs (<channel>.<part>.j2): "subject" or "title", "txt",
+    "html". The first one decides which locale has the templates."""
+    optional_parts: ClassVar[tuple[str, ...]] = ()
+    """Parts used when their template exists, rendered as JSON (LINE's "messages.json")."""
+    tracks_links: ClassVar[bool] = False
+    """Whether the links its templates print (`track(url)`) become signed /c/ click links."""
+    outbox_view: ClassVar[str] = "text"
+    """How the /outbox page draws a message: "email", "line", "sms", "push", "slack",
+    "topic", or "text" (subject and text, the generic view)."""
+    outbox_color: ClassVar[str] = "#6b7280"
+    """The colour of its badge on the /outbox page."""
+    variables: ClassVar[tuple[Variable, ...]] = ()
+    """The environment variables its backends read (docs/configuration.md lists them)."""
+
+    # -- the backend's facts --------------------------------------------------------------
     backend: ClassVar[str] = ""
+    """The backend's name, as NOTIFIER_<CHANNEL>_BACKEND takes it."""
     max_body_len: ClassVar[int] = 100_000
     rate_per_sec: ClassVar[float] = 0.0  # 0 = no limit, else a token bucket in Redis
     # "provider": one bucket for the whole provider account; "tenant": one per tenant, where
     # each tenant sends with its own credentials (a LINE channel token, a Slack webhook).
     rate_scope: ClassVar[str] = "provider"
+    batch_size: ClassVar[int] = 1
+    """Messages per provider call: above 1, `send_many` gets up to that many at once."""
+
+    def __init__(self) -> None:
+        # NOTIFIER_RATE_<CHANNEL> read once, with the backend's other settings.
+        override = os.environ.get(f"NOTIFIER_RATE_{self.name.upper()}", "").strip()
+        self.rate = float(override) if override else float(self.rate_per_sec)
+
+    @classmethod
+    def display_name(cls) -> str:
+        return cls.label or cls.name
+
+    @classmethod
+    def uses_credentials_of(cls, environ: Mapping[str, str]) -> bool:
+        """Whether the environment holds this backend's credentials: the channel then uses
+        it unless NOTIFIER_<CHANNEL>_BACKEND says otherwise (the first such backend of the
+        module wins; none: the outbox)."""
+        return False
+
+    def unavailable(self, tenant: Tenant, category: str) -> str | None:
+        """Why this backend cannot send for `tenant` with its settings, or None: channel
+        selection then skips the channel with that reason instead of failing each message."""
+        return None
+
+    # -- the steps ------------------------------------------------------------------------
 
     def send(self, message: Message) -> DeliveryResult:
         payload = self.payload_for(message)

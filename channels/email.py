@@ -22,12 +22,14 @@ import socket
 import ssl
 import threading
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from functools import cache
 from typing import Any, ClassVar, NamedTuple
 
-from channels.aws import aws_client, aws_region
+from channels.aws import AwsSettings, aws_client
 from channels.base import (
     Channel,
     DeliveryResult,
@@ -36,6 +38,7 @@ from channels.base import (
     PermanentChannelError,
     TransientChannelError,
 )
+from config.settings import Variable
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,42 @@ class OutgoingEmail(NamedTuple):
 
 def sender_address() -> str:
     return os.environ.get("NOTIFIER_EMAIL_FROM", "").strip() or DEFAULT_FROM
+
+
+_SECTION = "Channel: email"
+
+
+class EmailChannel(Channel):
+    """The email channel: what both backends (and the outbox) share."""
+
+    name = "email"
+    template_parts = ("subject", "txt", "html")
+    tracks_links = True
+    outbox_view = "email"
+    outbox_color = "#2563eb"
+    variables = (
+        Variable(
+            "NOTIFIER_EMAIL_FROM",
+            "text",
+            DEFAULT_FROM,
+            "Sender address of every email.",
+            _SECTION,
+        ),
+        Variable(
+            "SMTP_HOST",
+            "text",
+            "localhost",
+            "SMTP server. Setting it switches email to the `smtp` backend when no AWS "
+            "credentials are set.",
+            _SECTION,
+        ),
+        Variable("SMTP_PORT", "integer", "25", "SMTP port.", _SECTION),
+        Variable(
+            "SMTP_STARTTLS", "flag", "", "Upgrade the SMTP connection with STARTTLS.", _SECTION
+        ),
+        Variable("SMTP_USERNAME", "text", "", "SMTP login; none when unset.", _SECTION),
+        Variable("SMTP_PASSWORD", "secret", "", "SMTP password.", _SECTION),
+    )
 
 
 def _one_line(value: str) -> str:
@@ -211,45 +250,49 @@ _SES_SERVER_CODES = {
 }
 
 
-class SesEmailChannel(Channel):
+@dataclass(frozen=True)
+class SesSettings:
+    sender: str
+    aws: AwsSettings
+
+    @classmethod
+    def from_env(cls) -> SesSettings:
+        return cls(sender=sender_address(), aws=AwsSettings.from_env())
+
+
+class SesEmailChannel(EmailChannel):
     """Email through AWS SES v2 `send_email` with raw MIME content."""
 
-    name = "email"
     backend = "ses"
     max_body_len = 100_000
     rate_per_sec = 14.0  # SES's default production sending rate
     connect_timeout: ClassVar[float] = 5.0
     read_timeout: ClassVar[float] = 10.0
 
-    def __init__(self) -> None:
+    def __init__(self, settings: SesSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or SesSettings.from_env()
         self._local = threading.local()
 
+    @classmethod
+    def uses_credentials_of(cls, environ: Mapping[str, str]) -> bool:
+        return bool(environ.get("AWS_ACCESS_KEY_ID") or environ.get("AWS_PROFILE"))
+
     def _client(self) -> Any:
-        """A sesv2 client per thread (creating clients is not thread-safe; using one is),
-        rebuilt when the region, endpoint, credentials or timeouts change."""
-        region = aws_region()
-        key = (
-            region,
-            os.environ.get("AWS_ENDPOINT_URL", ""),
-            os.environ.get("AWS_ACCESS_KEY_ID", ""),
-            os.environ.get("AWS_PROFILE", ""),
-            self.connect_timeout,
-            self.read_timeout,
-        )
-        cached = getattr(self._local, "client", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        client = aws_client(
-            "sesv2",
-            region=region,
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-        )
-        self._local.client = (key, client)
+        """A sesv2 client per thread (creating clients is not thread-safe; using one is)."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = aws_client(
+                "sesv2",
+                settings=self.settings.aws,
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout,
+            )
+            self._local.client = client
         return client
 
     def build_payload(self, message: Message) -> OutgoingEmail:
-        return build_mime(message, sender=sender_address(), max_body_len=self.max_body_len)
+        return build_mime(message, sender=self.settings.sender, max_body_len=self.max_body_len)
 
     def post(self, message: Message, payload: OutgoingEmail) -> dict[str, Any]:
         from botocore.exceptions import (
@@ -339,13 +382,33 @@ class SesEmailChannel(Channel):
 # --------------------------------------------------------------------------- SMTP
 
 
-class _SmtpConfig(NamedTuple):
+@dataclass(frozen=True)
+class SmtpSettings:
     host: str
     port: int
     starttls: bool
     username: str
-    password: str
-    timeout: float
+    password: str = field(repr=False)
+    sender: str
+    configured: bool
+    """SMTP_HOST is set (unset, the host is localhost, and the backend is not available)."""
+
+    @staticmethod
+    def uses_credentials_of(environ: Mapping[str, str]) -> bool:
+        return bool(environ.get("SMTP_HOST", "").strip())
+
+    @classmethod
+    def from_env(cls) -> SmtpSettings:
+        env = os.environ
+        return cls(
+            host=env.get("SMTP_HOST", "").strip() or "localhost",
+            port=int(env.get("SMTP_PORT", "").strip() or 25),
+            starttls=env.get("SMTP_STARTTLS", "").strip().lower() in ("1", "true", "yes"),
+            username=env.get("SMTP_USERNAME", "").strip(),
+            password=env.get("SMTP_PASSWORD", ""),
+            sender=sender_address(),
+            configured=cls.uses_credentials_of(env),
+        )
 
 
 class SmtpReceipt(NamedTuple):
@@ -409,33 +472,30 @@ def _transaction(conn: smtplib.SMTP, mail: OutgoingEmail) -> tuple[int, str]:
     return code, text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
 
 
-class SmtpEmailChannel(Channel):
+class SmtpEmailChannel(EmailChannel):
     """Email through an SMTP relay, one reused connection per worker thread."""
 
-    name = "email"
     backend = "smtp"
     max_body_len = 100_000
     timeout: ClassVar[float] = 10.0
     """Seconds for connecting and for every reply (smtplib's socket timeout)."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: SmtpSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or SmtpSettings.from_env()
         self._local = threading.local()
+
+    @classmethod
+    def uses_credentials_of(cls, environ: Mapping[str, str]) -> bool:
+        return SmtpSettings.uses_credentials_of(environ)
+
+    def unavailable(self, tenant: Any, category: str) -> str | None:
+        return None if self.settings.configured else "channel not configured: SMTP_HOST unset"
 
     # -- configuration and connection ---------------------------------------------------
 
-    def _config(self) -> _SmtpConfig:
-        env = os.environ
-        return _SmtpConfig(
-            host=env.get("SMTP_HOST", "").strip() or "localhost",
-            port=int(env.get("SMTP_PORT", "").strip() or 25),
-            starttls=env.get("SMTP_STARTTLS", "").strip().lower() in ("1", "true", "yes"),
-            username=env.get("SMTP_USERNAME", "").strip(),
-            password=env.get("SMTP_PASSWORD", ""),
-            timeout=self.timeout,
-        )
-
-    def _open(self, config: _SmtpConfig) -> smtplib.SMTP:
-        conn = smtplib.SMTP(timeout=config.timeout, local_hostname=_local_hostname())
+    def _open(self, config: SmtpSettings) -> smtplib.SMTP:
+        conn = smtplib.SMTP(timeout=self.timeout, local_hostname=_local_hostname())
         try:
             code, text = conn.connect(config.host, config.port)
             if code != 220:
@@ -451,41 +511,38 @@ class SmtpEmailChannel(Channel):
             raise
         return conn
 
-    def _checkout(self, config: _SmtpConfig) -> tuple[smtplib.SMTP, bool]:
-        """This thread's open connection for this configuration: (connection, reused)."""
+    def _checkout(self) -> tuple[smtplib.SMTP, bool]:
+        """This thread's open connection: (connection, reused)."""
         current = getattr(self._local, "conn", None)
-        if current is not None and self._local.config == config and current.sock is not None:
+        if current is not None and current.sock is not None:
             return current, True
         self.close()
-        conn = self._open(config)
-        self._local.conn, self._local.config = conn, config
+        conn = self._open(self.settings)
+        self._local.conn = conn
         return conn, False
 
     def close(self) -> None:
         """Close this thread's connection (QUIT); the next send opens a new one."""
         conn = getattr(self._local, "conn", None)
         self._local.conn = None
-        self._local.config = None
         if conn is not None:
             _close(conn, quit=True)
 
     def _discard(self) -> None:
         conn = getattr(self._local, "conn", None)
         self._local.conn = None
-        self._local.config = None
         if conn is not None:
             _close(conn)
 
     # -- the three steps -----------------------------------------------------------------
 
     def build_payload(self, message: Message) -> OutgoingEmail:
-        return build_mime(message, sender=sender_address(), max_body_len=self.max_body_len)
+        return build_mime(message, sender=self.settings.sender, max_body_len=self.max_body_len)
 
     def post(self, message: Message, payload: OutgoingEmail) -> SmtpReceipt:
-        config = self._config()
         for attempt in (1, 2):
             try:
-                conn, reused = self._checkout(config)
+                conn, reused = self._checkout()
             except Exception as exc:
                 raise self._connect_error(message, exc) from exc
             try:

@@ -19,19 +19,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import urllib3
-from linebot.v3.messaging import (
-    ApiClient,
-    ApiException,
-    Configuration,
-    MessagingApi,
-    MulticastRequest,
-    PushMessageRequest,
-    TextMessage,
-)
-from linebot.v3.messaging import Message as LineMessage
 from pydantic.v1 import ValidationError
 
 from channels.base import (
@@ -42,6 +34,12 @@ from channels.base import (
     PermanentChannelError,
     TransientChannelError,
 )
+from config.settings import Variable
+
+if TYPE_CHECKING:
+    from linebot.v3.messaging import ApiClient
+
+    from notifier.models import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +57,16 @@ BUTTONS_TITLE_LIMIT = 40
 BUTTONS_MAX_ACTIONS = 4
 _NAMESPACE = uuid.UUID("5b0f7c7e-3f43-4d55-9a4c-6c1f3c1e2a10")
 _CLIENT_CACHE_SIZE = 64
+
+
+@cache
+def _sdk() -> ModuleType:
+    """line-bot-sdk's messaging package, imported when LINE first sends: it is the slowest
+    import of all (hundreds of models), and every process that only reads the channel's
+    facts (the web app, the CLI) would pay for it."""
+    from linebot.v3 import messaging
+
+    return messaging
 
 
 def utf16_len(text: str) -> int:
@@ -203,8 +211,55 @@ def classify(status: int, headers: dict[str, str], body: Any) -> LineReply | Lin
     return LineFailure(PermanentChannelError, text, status, raw)  # 400, 413, other 4xx/3xx
 
 
+_SECTION = "Channel: LINE"
+
+
+@dataclass(frozen=True)
+class LineSettings:
+    access_token: str = field(repr=False)
+    """The deployment's channel access token; a tenant's own token wins."""
+    api_base_url: str
+
+    @classmethod
+    def from_env(cls) -> LineSettings:
+        return cls(
+            access_token=os.environ.get("LINE_CHANNEL_ACCESS_TOKEN", "").strip(),
+            api_base_url=(os.environ.get("LINE_API_BASE_URL") or DEFAULT_HOST).rstrip("/"),
+        )
+
+
 class LineChannel(Channel):
     name = "line"
+    label = "LINE"
+    optional_parts = ("messages.json",)
+    tracks_links = True
+    outbox_view = "line"
+    outbox_color = "#06c755"
+    variables = (
+        Variable(
+            "LINE_CHANNEL_ACCESS_TOKEN",
+            "secret",
+            "",
+            "Messaging API token of the deployment's LINE channel (a tenant's own "
+            "`lineChannelAccessToken` wins); switches LINE to its real backend.",
+            _SECTION,
+        ),
+        Variable(
+            "LINE_CHANNEL_SECRET",
+            "secret",
+            "",
+            "Verifies `x-line-signature` on `POST /webhooks/line`.",
+            _SECTION,
+        ),
+        Variable(
+            "LINE_API_BASE_URL",
+            "url",
+            DEFAULT_HOST,
+            "Messaging API host (tests point it at a local stand-in).",
+            _SECTION,
+        ),
+    )
+
     backend = "line"
     max_body_len = TEXT_LIMIT
     rate_per_sec = 2000.0
@@ -215,9 +270,20 @@ class LineChannel(Channel):
     max_parallel: ClassVar[int] = 8
     """HTTP calls in flight at once in send_many."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: LineSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or LineSettings.from_env()
         self._lock = threading.Lock()
         self._clients: OrderedDict[tuple[str, str], ApiClient] = OrderedDict()
+
+    @classmethod
+    def uses_credentials_of(cls, environ: Mapping[str, str]) -> bool:
+        return bool(environ.get("LINE_CHANNEL_ACCESS_TOKEN", "").strip())
+
+    def unavailable(self, tenant: Tenant, category: str) -> str | None:
+        if tenant.line_channel_access_token or self.settings.access_token:
+            return None
+        return "channel not configured: LINE_CHANNEL_ACCESS_TOKEN unset"
 
     # -- the three steps --------------------------------------------------------------
 
@@ -231,7 +297,7 @@ class LineChannel(Channel):
                 raise PermanentChannelError(
                     "LINE message has no text", **self.error_context(message)
                 )
-            return [TextMessage(text=text)]
+            return [_sdk().TextMessage(text=text)]
         if isinstance(raw, str):
             try:
                 raw = json.loads(raw)
@@ -249,7 +315,7 @@ class LineChannel(Channel):
         address = self._address(message)
         token = self._token(message)
         try:
-            request = PushMessageRequest(to=address, messages=payload)
+            request = _sdk().PushMessageRequest(to=address, messages=payload)
         except (ValidationError, ValueError, TypeError) as exc:
             raise self._invalid(message, _describe_validation(exc)) from exc
         outcome = self._call(token, "push", request, retry_uuid(message.retry_key))
@@ -347,7 +413,7 @@ class LineChannel(Channel):
         messages = [message for _, message, _ in chunk]
         key = multicast_retry_key(messages)
         try:
-            request = MulticastRequest(
+            request = _sdk().MulticastRequest(
                 to=[message.address or "" for message in messages], messages=chunk[0][2]
             )
             outcome = self._call(token, "multicast", request, key)
@@ -366,7 +432,8 @@ class LineChannel(Channel):
     def _call(
         self, token: str, kind: str, request: Any, retry_key: str | None
     ) -> LineReply | LineFailure:
-        api = MessagingApi(self._client(token))
+        sdk = _sdk()
+        api = sdk.MessagingApi(self._client(token))
         call = api.push_message_with_http_info if kind == "push" else api.multicast_with_http_info
         try:
             response = call(
@@ -375,7 +442,7 @@ class LineChannel(Channel):
                 _request_timeout=(self.connect_timeout, self.read_timeout),
                 _preload_content=False,
             )
-        except ApiException as exc:
+        except sdk.ApiException as exc:
             outcome = classify(int(exc.status or 0), _headers(exc.headers), _body(exc.body))
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
@@ -391,14 +458,14 @@ class LineChannel(Channel):
         return outcome
 
     def _client(self, token: str) -> ApiClient:
-        host = (os.environ.get("LINE_API_BASE_URL") or DEFAULT_HOST).rstrip("/")
+        host = self.settings.api_base_url
         key = (host, hashlib.sha256(token.encode()).hexdigest())
         with self._lock:
             client = self._clients.get(key)
             if client is not None:
                 self._clients.move_to_end(key)
                 return client
-            configuration = Configuration(host=host, access_token=token)
+            configuration = _sdk().Configuration(host=host, access_token=token)
             # One quick retry of a failed connect (nothing sent yet), nothing else: the
             # pipeline's retries (same retry key) are the retry budget.
             configuration.retries = urllib3.Retry(
@@ -412,7 +479,7 @@ class LineChannel(Channel):
                 raise_on_status=False,
             )
             configuration.connection_pool_maxsize = max(4, self.max_parallel)
-            client = ApiClient(configuration)
+            client = _sdk().ApiClient(configuration)
             self._clients[key] = client
             while len(self._clients) > _CLIENT_CACHE_SIZE:
                 self._clients.popitem(last=False)
@@ -421,9 +488,7 @@ class LineChannel(Channel):
     # -- helpers ----------------------------------------------------------------------
 
     def _token(self, message: Message) -> str:
-        token = message.credentials.get("line_channel_access_token") or os.environ.get(
-            "LINE_CHANNEL_ACCESS_TOKEN", ""
-        )
+        token = message.credentials.get("line_channel_access_token") or self.settings.access_token
         if not token:
             raise PermanentChannelError(
                 "no LINE channel access token", disable_channel=True, **self.error_context(message)
@@ -453,11 +518,11 @@ class LineChannel(Channel):
         if not isinstance(kind, str) or not kind:
             raise self._invalid(message, f"{where} has no type")
         try:
-            model = LineMessage.from_dict(_fit(item))
+            model = _sdk().Message.from_dict(_fit(item))
         except ValidationError as exc:
             raise self._invalid(message, f"{where} ({kind}) {_describe_validation(exc)}") from exc
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            if LineMessage.get_discriminator_value({"type": kind}) is None:
+            if _sdk().Message.get_discriminator_value({"type": kind}) is None:
                 raise self._invalid(message, f"{where} unknown type {kind[:40]!r}") from exc
             raise self._invalid(message, f"{where} ({kind}) {type(exc).__name__}") from exc
         if kind == "template":

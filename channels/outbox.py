@@ -14,10 +14,13 @@ from notifier.models import OutboxMessage
 
 
 class OutboxChannel(Channel):
+    """Stands in for any channel's backend: `channel` is the class that declares it."""
+
     backend = "outbox"
 
-    def __init__(self, channel: str):
-        self.name = channel  # type: ignore[misc]
+    def __init__(self, channel: type[Channel]):
+        self.name = channel.name  # type: ignore[misc]
+        super().__init__()
 
     def build_payload(self, message: Message) -> dict[str, Any]:
         return {

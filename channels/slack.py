@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import requests
@@ -31,6 +32,7 @@ from channels.base import (
     TransientChannelError,
     parse_retry_after,
 )
+from config.settings import Variable
 from notifier.urlpolicy import BlockedURL, check_url, guarded_session, sanitized_reason
 
 log = logging.getLogger("notifier.channels.slack")
@@ -58,8 +60,35 @@ def clip(text: str, limit: int) -> str:
     return cut.rstrip() + ELLIPSIS
 
 
+@dataclass(frozen=True)
+class SlackSettings:
+    timeout: float
+    """Seconds per webhook request (connect and read)."""
+
+    @classmethod
+    def from_env(cls) -> SlackSettings:
+        raw = os.environ.get("NOTIFIER_SLACK_TIMEOUT", "").strip()
+        return cls(timeout=float(raw) if raw else SlackChannel.timeout)
+
+
 class SlackChannel(Channel):
     name = "slack"
+    label = "Slack"
+    template_parts = ("title", "txt")
+    tracks_links = True
+    outbox_view = "slack"
+    outbox_color = "#4a154b"
+    variables = (
+        Variable(
+            "NOTIFIER_SLACK_TIMEOUT",
+            "number",
+            "10",
+            "Seconds to wait for a Slack webhook.",
+            "Channel: Slack",
+        ),
+    )
+
+    # The credential is each tenant's own webhook URL: the backend is switched on explicitly.
     backend = "slack"
     max_body_len = SECTION_MAX
     rate_per_sec = 1.0  # Slack allows about one message per second per webhook
@@ -67,6 +96,10 @@ class SlackChannel(Channel):
 
     timeout: ClassVar[float] = 10.0
     """Seconds per webhook request (connect and read); NOTIFIER_SLACK_TIMEOUT wins."""
+
+    def __init__(self, settings: SlackSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or SlackSettings.from_env()
 
     def build_payload(self, message: Message) -> dict[str, Any]:
         subject = message.subject.strip()
@@ -112,7 +145,7 @@ class SlackChannel(Channel):
             check_url(url, "slack")
             with guarded_session() as session:
                 return session.post(
-                    url, json=payload, timeout=self._timeout(), allow_redirects=False
+                    url, json=payload, timeout=self.settings.timeout, allow_redirects=False
                 )
         except BlockedURL as exc:
             raise PermanentChannelError(
@@ -151,7 +184,3 @@ class SlackChannel(Channel):
                 f"Slack webhook is gone or forbidden ({reason})", disable_channel=True, **context
             )
         raise PermanentChannelError(f"Slack rejected the message ({reason})", **context)
-
-    def _timeout(self) -> float:
-        raw = os.environ.get("NOTIFIER_SLACK_TIMEOUT", "").strip()
-        return float(raw) if raw else self.timeout

@@ -11,13 +11,13 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import phonenumbers
 from botocore import exceptions as bce
 
-from channels.aws import aws_client, aws_region
+from channels.aws import AwsSettings, aws_client
 from channels.base import (
     Channel,
     DeliveryResult,
@@ -26,6 +26,7 @@ from channels.base import (
     PermanentChannelError,
     TransientChannelError,
 )
+from config.settings import Variable
 
 log = logging.getLogger(__name__)
 
@@ -37,27 +38,19 @@ _clients: dict[tuple[Any, ...], Any] = {}
 _clients_lock = threading.Lock()
 
 
-def sns_client(connect_timeout: float, read_timeout: float) -> Any:
-    """A boto3 SNS client for the current environment, cached per configuration.
+def sns_client(aws: AwsSettings, connect_timeout: float, read_timeout: float) -> Any:
+    """A boto3 SNS client for these settings, cached per configuration.
 
     botocore clients are thread-safe once built; building goes through a private Session
     under a lock (the default session is not thread-safe). botocore's retries are off so
     the task's retry budget is the only one.
     """
-    region = aws_region()
-    key = (
-        region,
-        os.environ.get("AWS_ENDPOINT_URL", ""),
-        os.environ.get("AWS_ACCESS_KEY_ID", ""),
-        os.environ.get("AWS_PROFILE", ""),
-        connect_timeout,
-        read_timeout,
-    )
+    key = (aws, connect_timeout, read_timeout)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
             client = aws_client(
-                "sns", region=region, connect_timeout=connect_timeout, read_timeout=read_timeout
+                "sns", settings=aws, connect_timeout=connect_timeout, read_timeout=read_timeout
             )
             _clients[key] = client
         return client
@@ -279,8 +272,38 @@ def sender_id() -> str | None:
     return value if _SENDER_ID.fullmatch(value) else None
 
 
+def _max_parts() -> int:
+    raw = os.environ.get("NOTIFIER_SMS_MAX_PARTS", "").strip()
+    try:
+        return max(1, int(raw)) if raw else 2
+    except ValueError:
+        log.warning("NOTIFIER_SMS_MAX_PARTS=%r is not an integer; using 2", raw)
+        return 2
+
+
+@dataclass(frozen=True)
+class SmsSettings:
+    sender_id: str | None
+    default_region: str
+    """Where national numbers are read (`0912...` in TW is +886912...)."""
+    max_parts: int
+    aws: AwsSettings
+
+    @classmethod
+    def from_env(cls) -> SmsSettings:
+        return cls(
+            sender_id=sender_id(),
+            default_region=os.environ.get("NOTIFIER_SMS_DEFAULT_REGION", "").strip().upper()
+            or "TW",
+            max_parts=_max_parts(),
+            aws=AwsSettings.from_env(),
+        )
+
+
 def normalize_phone(address: str, region: str) -> str | None:
     """The E.164 form of `address` (national numbers read in `region`), or None."""
+    import phonenumbers  # 0.1 s of metadata, loaded when SMS first sends
+
     try:
         number = phonenumbers.parse(address, region)
     except phonenumbers.NumberParseException:
@@ -290,8 +313,41 @@ def normalize_phone(address: str, region: str) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-class SnsSmsChannel(Channel):
+_SECTION = "Channel: SMS"
+
+
+class SmsChannel(Channel):
     name = "sms"
+    label = "SMS"
+    outbox_view = "sms"
+    outbox_color = "#9333ea"
+    variables = (
+        Variable(
+            "SNS_SMS_SENDER_ID",
+            "text",
+            "KyoGym",
+            "SMS sender id (3-11 letters and digits, at least one letter); an invalid one is "
+            "left out.",
+            _SECTION,
+        ),
+        Variable(
+            "NOTIFIER_SMS_DEFAULT_REGION",
+            "text",
+            "TW",
+            "Region in which national phone numbers are read (`0912...` becomes `+886912...`).",
+            _SECTION,
+        ),
+        Variable(
+            "NOTIFIER_SMS_MAX_PARTS",
+            "integer",
+            "2",
+            "Most SMS segments one message may take; the text is cut to fit.",
+            _SECTION,
+        ),
+    )
+
+
+class SnsSmsChannel(SmsChannel):
     backend = "sns"
     max_body_len = 1_600  # SNS's limit for one SMS publish, in bytes
     rate_per_sec = 20.0
@@ -299,23 +355,30 @@ class SnsSmsChannel(Channel):
     connect_timeout: ClassVar[float] = 5.0
     read_timeout: ClassVar[float] = 10.0
 
+    def __init__(self, settings: SmsSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or SmsSettings.from_env()
+
+    @classmethod
+    def uses_credentials_of(cls, environ: Mapping[str, str]) -> bool:
+        return bool(environ.get("AWS_ACCESS_KEY_ID") or environ.get("AWS_PROFILE"))
+
     def build_payload(self, message: Message) -> dict[str, Any]:
         context = self.error_context(message)
         address = (message.address or "").strip()
         if not address:
             raise PermanentChannelError("no phone number for the recipient", **context)
-        region = os.environ.get("NOTIFIER_SMS_DEFAULT_REGION", "").strip().upper() or "TW"
-        e164 = normalize_phone(address, region)
+        e164 = normalize_phone(address, self.settings.default_region)
         if e164 is None:
             raise PermanentChannelError("invalid phone number", suppress=True, **context)
         text = (message.text or message.subject or "").strip()
         if not text:
             raise PermanentChannelError("empty SMS text", **context)
-        max_parts = _max_parts()
+        max_parts = self.settings.max_parts
         attributes: dict[str, dict[str, str]] = {
             "AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": "Transactional"}
         }
-        sender = sender_id()
+        sender = self.settings.sender_id
         if sender:
             attributes["AWS.SNS.SMS.SenderID"] = {"DataType": "String", "StringValue": sender}
         return {
@@ -328,7 +391,7 @@ class SnsSmsChannel(Channel):
         context = self.error_context(message)
         number: str = payload["PhoneNumber"]
         redact = (number, number.lstrip("+"), message.address or "")
-        client = sns_client(self.connect_timeout, self.read_timeout)
+        client = sns_client(self.settings.aws, self.connect_timeout, self.read_timeout)
         try:
             check = client.check_if_phone_number_is_opted_out(phoneNumber=number)
         except Exception as exc:
@@ -360,15 +423,6 @@ class SnsSmsChannel(Channel):
             provider_message_id=response.get("MessageId"),
             raw_response=response_summary(response),
         )
-
-
-def _max_parts() -> int:
-    raw = os.environ.get("NOTIFIER_SMS_MAX_PARTS", "").strip()
-    try:
-        return max(1, int(raw)) if raw else 2
-    except ValueError:
-        log.warning("NOTIFIER_SMS_MAX_PARTS=%r is not an integer; using 2", raw)
-        return 2
 
 
 def _request_id(response: dict[str, Any]) -> dict[str, Any]:

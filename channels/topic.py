@@ -14,11 +14,17 @@ import logging
 import os
 import re
 import unicodedata
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from channels.aws import AwsSettings
 from channels.base import Channel, DeliveryResult, Message, PermanentChannelError
 from channels.sms import response_summary, sns_client, sns_error
-from config.settings import TOPIC_CATEGORIES
+from config.settings import TOPIC_CATEGORIES, Variable
+
+if TYPE_CHECKING:
+    from notifier.models import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +47,60 @@ def sanitize_subject(subject: str) -> str:
     return one_line
 
 
-class SnsTopicChannel(Channel):
+@dataclass(frozen=True)
+class TopicSettings:
+    arns: dict[str, str]
+    """Category -> its topic's ARN (categories without one are left out)."""
+    aws: AwsSettings
+
+    @classmethod
+    def from_env(cls) -> TopicSettings:
+        arns = {
+            category: os.environ.get(topic_arn_variable(category), "").strip()
+            for category in TOPIC_CATEGORIES
+        }
+        return cls(arns={c: arn for c, arn in arns.items() if arn}, aws=AwsSettings.from_env())
+
+
+class TopicChannel(Channel):
     name = "topic"
+    template_parts = ("title", "txt")
+    outbox_view = "topic"
+    outbox_color = "#0891b2"
+    variables = tuple(
+        Variable(
+            topic_arn_variable(category),
+            "text",
+            "",
+            f"SNS topic of the {category} category; the `topic` channel switches to SNS "
+            "when AWS credentials and at least one topic ARN are set.",
+            "Channel: SNS topics",
+        )
+        for category in TOPIC_CATEGORIES
+    )
+
+
+class SnsTopicChannel(TopicChannel):
     backend = "sns"
     max_body_len = MESSAGE_MAX_BYTES
     rate_per_sec = 0.0
 
     connect_timeout: ClassVar[float] = 5.0
     read_timeout: ClassVar[float] = 10.0
+
+    def __init__(self, settings: TopicSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or TopicSettings.from_env()
+
+    @classmethod
+    def uses_credentials_of(cls, environ: Mapping[str, str]) -> bool:
+        has_aws = bool(environ.get("AWS_ACCESS_KEY_ID") or environ.get("AWS_PROFILE"))
+        return has_aws and any(environ.get(topic_arn_variable(c)) for c in TOPIC_CATEGORIES)
+
+    def unavailable(self, tenant: Tenant, category: str) -> str | None:
+        if category in self.settings.arns:
+            return None
+        return f"channel not configured: {topic_arn_variable(category)} unset"
 
     def _category(self, message: Message) -> str:
         raw = str(message.attributes.get("category") or message.address or "").strip()
@@ -63,10 +115,9 @@ class SnsTopicChannel(Channel):
     def build_payload(self, message: Message) -> dict[str, Any]:
         context = self.error_context(message)
         category = self._category(message)
-        variable = topic_arn_variable(category)
-        arn = os.environ.get(variable, "").strip()
+        arn = self.settings.arns.get(category)
         if not arn:
-            raise PermanentChannelError(f"{variable} is not set", **context)
+            raise PermanentChannelError(f"{topic_arn_variable(category)} is not set", **context)
 
         event = message.attributes.get("event")
         event = event if isinstance(event, dict) else {}
@@ -115,7 +166,7 @@ class SnsTopicChannel(Channel):
         return payload
 
     def post(self, message: Message, payload: dict[str, Any]) -> dict[str, Any]:
-        client = sns_client(self.connect_timeout, self.read_timeout)
+        client = sns_client(self.settings.aws, self.connect_timeout, self.read_timeout)
         try:
             response: dict[str, Any] = client.publish(**payload)
         except Exception as exc:

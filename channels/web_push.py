@@ -39,17 +39,13 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import urlsplit
 
 import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from http_ece import ECEException
-from py_vapid import Vapid02, VapidException
-from pywebpush import WebPushException, webpush
 
 from channels.base import (
     Channel,
@@ -59,8 +55,14 @@ from channels.base import (
     TransientChannelError,
     parse_retry_after,
 )
+from config.settings import Variable
 from notifier import directory
 from notifier.urlpolicy import BlockedURL, check_url, guarded_session, sanitized_reason
+
+if TYPE_CHECKING:
+    from py_vapid import Vapid02
+
+    from notifier.models import Tenant
 
 log = logging.getLogger("notifier.channels.web_push")
 
@@ -137,6 +139,12 @@ def topic_token(seed: str) -> str:
 def load_vapid_key(raw: str) -> Vapid02:
     """VAPID_PRIVATE_KEY as a PEM (newlines may be written as literal \\n), a path to a
     PEM/DER file, the base64url raw 32-byte private scalar, or base64 DER."""
+    # pywebpush and cryptography load when Web Push first sends (half a second of imports
+    # that a process reading only the channel's facts never needs); so below.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from py_vapid import Vapid02
+
     value = raw.strip().replace("\\n", "\n")
     if "-----BEGIN" in value:
         key = serialization.load_pem_private_key(value.encode("ascii"), password=None)
@@ -165,6 +173,8 @@ def _valid_keys(subscription: dict[str, Any]) -> bool:
     point, auth = _b64url_bytes(keys.get("p256dh")), _b64url_bytes(keys.get("auth"))
     if point is None or auth is None or len(auth) != 16:
         return False
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     try:
         ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
     except ValueError:
@@ -203,8 +213,56 @@ class _Outcome:
         return entry
 
 
+_SECTION = "Channel: Web Push"
+
+
+@dataclass(frozen=True)
+class WebPushSettings:
+    private_key: str = field(repr=False)
+    subject: str
+    timeout: float
+    """Seconds per push-service request (connect and read)."""
+
+    @classmethod
+    def from_env(cls) -> WebPushSettings:
+        raw = os.environ.get("NOTIFIER_WEB_PUSH_TIMEOUT", "").strip()
+        return cls(
+            private_key=os.environ.get("VAPID_PRIVATE_KEY", "").strip(),
+            subject=os.environ.get("VAPID_SUBJECT", "").strip(),
+            timeout=float(raw) if raw else WebPushChannel.timeout,
+        )
+
+
 class WebPushChannel(Channel):
     name = "web_push"
+    label = "push"
+    template_parts = ("title", "txt")
+    outbox_view = "push"
+    outbox_color = "#ea580c"
+    variables = (
+        Variable(
+            "VAPID_PRIVATE_KEY",
+            "secret",
+            "",
+            "VAPID private key (PEM or base64url); switches Web Push to its real backend.",
+            _SECTION,
+        ),
+        Variable(
+            "VAPID_SUBJECT",
+            "text",
+            "",
+            "VAPID `sub` claim, a `mailto:` or `https:` URL; required by the real backend.",
+            _SECTION,
+        ),
+        Variable(
+            "NOTIFIER_WEB_PUSH_TIMEOUT",
+            "number",
+            "10",
+            "Seconds to wait for a push service.",
+            _SECTION,
+        ),
+    )
+
     backend = "webpush"
     max_body_len = MAX_PLAINTEXT_BYTES
     rate_per_sec = 0.0
@@ -224,6 +282,19 @@ class WebPushChannel(Channel):
         "critical": 86_400,
     }
 
+    def __init__(self, settings: WebPushSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or WebPushSettings.from_env()
+
+    @classmethod
+    def uses_credentials_of(cls, environ: Mapping[str, str]) -> bool:
+        return bool(environ.get("VAPID_PRIVATE_KEY", "").strip())
+
+    def unavailable(self, tenant: Tenant, category: str) -> str | None:
+        if self.settings.private_key:
+            return None
+        return "channel not configured: VAPID_PRIVATE_KEY unset"
+
     # -- steps -------------------------------------------------------------------------
 
     def build_payload(self, message: Message) -> bytes:
@@ -242,7 +313,7 @@ class WebPushChannel(Channel):
     def post(self, message: Message, payload: bytes) -> list[_Outcome]:
         subscriptions = self._subscriptions(message)
         vapid = self._vapid(message)
-        subject = os.environ.get("VAPID_SUBJECT", "").strip()
+        subject = self.settings.subject
         if not subject:
             raise PermanentChannelError(
                 "VAPID_SUBJECT is not set", disable_channel=True, **self.error_context(message)
@@ -307,10 +378,6 @@ class WebPushChannel(Channel):
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _timeout(self) -> float:
-        raw = os.environ.get("NOTIFIER_WEB_PUSH_TIMEOUT", "").strip()
-        return float(raw) if raw else self.timeout
-
     def _subscriptions(self, message: Message) -> list[dict[str, Any]]:
         raw = cast(dict[str, Any], message.credentials).get("subscriptions") or []
         seen: set[str] = set()
@@ -325,7 +392,7 @@ class WebPushChannel(Channel):
         return subscriptions
 
     def _vapid(self, message: Message) -> Vapid02:
-        raw = os.environ.get("VAPID_PRIVATE_KEY", "").strip()
+        raw = self.settings.private_key
         if not raw:
             raise PermanentChannelError(
                 "VAPID_PRIVATE_KEY is not set", disable_channel=True, **self.error_context(message)
@@ -350,6 +417,10 @@ class WebPushChannel(Channel):
         headers: dict[str, str | int | float],
         session: requests.Session,
     ) -> _Outcome:
+        from http_ece import ECEException
+        from py_vapid import VapidException
+        from pywebpush import WebPushException, webpush
+
         host = _host(subscription["endpoint"])
         if not _valid_keys(subscription):
             return _Outcome(host, "invalid", error="malformed subscription keys")
@@ -361,7 +432,7 @@ class WebPushChannel(Channel):
                 vapid_private_key=vapid,
                 vapid_claims={"sub": subject},  # a fresh dict: pywebpush adds aud/exp to it
                 content_encoding="aes128gcm",
-                timeout=self._timeout(),
+                timeout=self.settings.timeout,
                 ttl=self.ttl[priority],
                 headers=dict(headers),
                 requests_session=session,

@@ -1,14 +1,22 @@
-"""Typed settings read from the environment, with embedded defaults for a fresh machine."""
+"""Typed settings read from the environment, with embedded defaults for a fresh machine.
+
+The channels' own settings are theirs: each channel module declares the variables it reads
+and reads them when its backend is built (channels/registry.py). `CHANNELS` and `VARIABLES`
+are computed from the registry on first use, so importing this module loads no channel.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-CHANNELS = ("line", "email", "sms", "web_push", "slack", "topic")
+if TYPE_CHECKING:  # computed by __getattr__ below
+    CHANNELS: tuple[str, ...]
+    VARIABLES: tuple[Variable, ...]
+
 TOPIC_CATEGORIES = (
     "FileProcessing",
     "MemberActivity",
@@ -151,27 +159,14 @@ class Settings:
         return not self.broker_url
 
 
-def _backend(channel: str, real: str, has_credentials: bool) -> str:
-    chosen = _env(f"NOTIFIER_{channel.upper()}_BACKEND").lower()
-    if chosen:
-        return chosen
-    return real if has_credentials else "outbox"
-
-
 def channel_backends() -> dict[str, str]:
-    """The backend per channel: explicit NOTIFIER_<CHANNEL>_BACKEND, else the real one when
-    its credentials are set, else the outbox."""
-    has_aws = bool(_env("AWS_ACCESS_KEY_ID") or _env("AWS_PROFILE"))
-    email_real = "ses" if has_aws else "smtp"
-    has_topic_arn = any(_env(f"NOTIFIER_TOPIC_ARN_{c.upper()}") for c in TOPIC_CATEGORIES)
+    """The backend per channel: explicit NOTIFIER_<CHANNEL>_BACKEND, else the first of its
+    backends whose credentials are set, else the outbox."""
+    from channels import registry
+
     return {
-        "line": _backend("line", "line", bool(_env("LINE_CHANNEL_ACCESS_TOKEN"))),
-        "email": _backend("email", email_real, has_aws or bool(_env("SMTP_HOST"))),
-        "sms": _backend("sms", "sns", has_aws),
-        "web_push": _backend("web_push", "webpush", bool(_env("VAPID_PRIVATE_KEY"))),
-        # Slack's credential is each tenant's own webhook URL, so it is switched on explicitly.
-        "slack": _backend("slack", "slack", False),
-        "topic": _backend("topic", "sns", has_aws and has_topic_arn),
+        name: _env(f"NOTIFIER_{name.upper()}_BACKEND").lower() or registry.default_backend(name)
+        for name in registry.channel_names()
     }
 
 
@@ -304,14 +299,6 @@ def _variables() -> tuple[Variable, ...]:
     schedule = "Scheduled scans, quiet hours, digests and retention (Beat)"
     web = "Web app and webhooks"
     ops = "Ingest, alarms and analytics"
-    line, email, sms, push, slack, topic = (
-        "Channel: LINE",
-        "Channel: email",
-        "Channel: SMS",
-        "Channel: Web Push",
-        "Channel: Slack",
-        "Channel: SNS topics",
-    )
     aws = "AWS (SES, SNS, SQS, CloudWatch)"
     items = [
         Variable(
@@ -513,41 +500,35 @@ def _variables() -> tuple[Variable, ...]:
             pipeline,
         ),
     ]
-    for name in CHANNELS:
-        choices = {
-            "line": "`line` or `outbox`",
-            "email": "`ses`, `smtp` or `outbox`",
-            "sms": "`sns` or `outbox`",
-            "web_push": "`webpush` or `outbox`",
-            "slack": "`slack` or `outbox`",
-            "topic": "`sns` or `outbox`",
-        }[name]
+    from channels import registry
+
+    declared = [registry.declared(name) for name in registry.channel_names()]
+    for channel in declared:
+        name = channel.channel.name
+        choices = [f"`{backend}`" for backend in channel.backends] + ["`outbox`"]
         items.append(
             Variable(
                 f"NOTIFIER_{name.upper()}_BACKEND",
                 "text",
                 "",
-                f"Backend of the `{name}` channel: {choices}. Unset: the real backend when "
-                "its credentials are set, else `outbox`.",
+                f"Backend of the `{name}` channel: {', '.join(choices[:-1])} or {choices[-1]}. "
+                "Unset: the real backend when its credentials are set, else `outbox`.",
                 pipeline,
             )
         )
-    rates = {
-        "line": "2000 per tenant",
-        "email": "14",
-        "sms": "20",
-        "web_push": "0",
-        "slack": "1 per tenant",
-        "topic": "0",
-    }
-    for name in CHANNELS:
+    for channel in declared:
+        name = channel.channel.name
+        rates = ", ".join(
+            f"{backend} {cls.rate_per_sec:g}{' per tenant' if cls.rate_scope == 'tenant' else ''}"
+            for backend, cls in channel.backends.items()
+        )
         items.append(
             Variable(
                 f"NOTIFIER_RATE_{name.upper()}",
                 "number",
                 "",
                 f"Messages per second on the `{name}` channel, shared by all workers (token "
-                f"bucket in Redis); 0 = no limit. Unset: the provider default ({rates[name]}).",
+                f"bucket in Redis); 0 = no limit. Unset: the provider default ({rates}).",
                 pipeline,
             )
         )
@@ -689,109 +670,9 @@ def _variables() -> tuple[Variable, ...]:
             "CloudWatch namespace of those metrics.",
             ops,
         ),
-        Variable(
-            "LINE_CHANNEL_ACCESS_TOKEN",
-            "secret",
-            "",
-            "Messaging API token of the deployment's LINE channel (a tenant's own "
-            "`lineChannelAccessToken` wins); switches LINE to its real backend.",
-            line,
-        ),
-        Variable(
-            "LINE_CHANNEL_SECRET",
-            "secret",
-            "",
-            "Verifies `x-line-signature` on `POST /webhooks/line`.",
-            line,
-        ),
-        Variable(
-            "LINE_API_BASE_URL",
-            "url",
-            "https://api.line.me",
-            "Messaging API host (tests point it at a local stand-in).",
-            line,
-        ),
-        Variable(
-            "NOTIFIER_EMAIL_FROM",
-            "text",
-            "notifications@kyo.app",
-            "Sender address of every email.",
-            email,
-        ),
-        Variable(
-            "SMTP_HOST",
-            "text",
-            "localhost",
-            "SMTP server. Setting it switches email to the `smtp` backend when no AWS "
-            "credentials are set.",
-            email,
-        ),
-        Variable("SMTP_PORT", "integer", "25", "SMTP port.", email),
-        Variable("SMTP_STARTTLS", "flag", "", "Upgrade the SMTP connection with STARTTLS.", email),
-        Variable("SMTP_USERNAME", "text", "", "SMTP login; none when unset.", email),
-        Variable("SMTP_PASSWORD", "secret", "", "SMTP password.", email),
-        Variable(
-            "SNS_SMS_SENDER_ID",
-            "text",
-            "KyoGym",
-            "SMS sender id (3-11 letters and digits, at least one letter); an invalid one is "
-            "left out.",
-            sms,
-        ),
-        Variable(
-            "NOTIFIER_SMS_DEFAULT_REGION",
-            "text",
-            "TW",
-            "Region in which national phone numbers are read (`0912...` becomes `+886912...`).",
-            sms,
-        ),
-        Variable(
-            "NOTIFIER_SMS_MAX_PARTS",
-            "integer",
-            "2",
-            "Most SMS segments one message may take; the text is cut to fit.",
-            sms,
-        ),
-        Variable(
-            "VAPID_PRIVATE_KEY",
-            "secret",
-            "",
-            "VAPID private key (PEM or base64url); switches Web Push to its real backend.",
-            push,
-        ),
-        Variable(
-            "VAPID_SUBJECT",
-            "text",
-            "",
-            "VAPID `sub` claim, a `mailto:` or `https:` URL; required by the real backend.",
-            push,
-        ),
-        Variable(
-            "NOTIFIER_WEB_PUSH_TIMEOUT",
-            "number",
-            "10",
-            "Seconds to wait for a push service.",
-            push,
-        ),
-        Variable(
-            "NOTIFIER_SLACK_TIMEOUT",
-            "number",
-            "10",
-            "Seconds to wait for a Slack webhook.",
-            slack,
-        ),
     ]
-    for category in TOPIC_CATEGORIES:
-        items.append(
-            Variable(
-                f"NOTIFIER_TOPIC_ARN_{category.upper()}",
-                "text",
-                "",
-                f"SNS topic of the {category} category; the `topic` channel switches to SNS "
-                "when AWS credentials and at least one topic ARN are set.",
-                topic,
-            )
-        )
+    for channel in declared:
+        items.extend(channel.channel.variables)
     items += [
         Variable(
             "AWS_ACCESS_KEY_ID",
@@ -823,4 +704,16 @@ def _variables() -> tuple[Variable, ...]:
     return tuple(items)
 
 
-VARIABLES: tuple[Variable, ...] = _variables()
+@cache
+def _computed(name: str) -> Any:
+    from channels import registry
+
+    return registry.channel_names() if name == "CHANNELS" else _variables()
+
+
+def __getattr__(name: str) -> Any:
+    """`CHANNELS` (every channel's name) and `VARIABLES`, from the channel registry when
+    first asked for: the registry's modules import this one."""
+    if name in ("CHANNELS", "VARIABLES"):
+        return _computed(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

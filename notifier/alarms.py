@@ -247,6 +247,7 @@ class AlarmService:
     def _publish_sns(self, alarm: dict[str, Any]) -> bool:
         if not self.topic_arn:
             return False
+        from channels.aws import AwsSettings
         from channels.sms import sns_client
         from channels.topic import sanitize_subject
 
@@ -261,7 +262,7 @@ class AlarmService:
                 f"{alarm['key']}:{alarm['timestamp']}".encode()
             ).hexdigest()
         try:
-            sns_client(3.0, 5.0).publish(**request)
+            sns_client(AwsSettings.from_env(), 3.0, 5.0).publish(**request)
         except Exception as exc:  # an alarm must never break the code that raised it
             log.warning("alarm not published to SNS", extra={"error": type(exc).__name__})
             return False

@@ -17,9 +17,9 @@ from sqlalchemy import ColumnElement, Select, Table, func, literal, or_, select,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from channels.registry import get_channel, not_configured
+from channels.registry import channel_names, get_channel, not_configured
 from config.routing import ROUTES, STAFF_ROLES, Route
-from config.settings import CHANNELS, get_settings
+from config.settings import get_settings
 from notifier import metrics
 from notifier.channel_state import unavailable_channels
 from notifier.db import session_scope
@@ -494,8 +494,8 @@ def plan_page(
             if found
             else unavailable_channels(session, audience.tenant_id, now)
         )
-        for channel in CHANNELS:
-            missing = not_configured(channel, tenant.line_channel_access_token, route.category)
+        for channel in channel_names():
+            missing = not_configured(channel, tenant, route.category)
             if missing:
                 unavailable.setdefault(channel, missing)
         policy = tenant.quiet_hours_policy or settings.quiet_hours_policy
@@ -669,7 +669,7 @@ def group_chunks(rows: Sequence[tuple[str, int]]) -> list[tuple[str, list[int]]]
 
 def chunk_size(channel: str) -> int:
     """Deliveries per send task: a bulk API's batch (LINE multicast: 500), else the setting."""
-    batch = int(getattr(get_channel(channel), "batch_size", 1))
+    batch = get_channel(channel).batch_size
     return batch if batch > 1 else get_settings().send_chunk_size
 
 

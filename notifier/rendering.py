@@ -1,7 +1,8 @@
 """Jinja2 rendering of one message per (event type, channel, locale).
 
-Templates live in notifier/templates/<locale>/<event_type>/<channel>.<part>.j2. HTML parts
-are autoescaped; a missing or broken template raises TemplateProblem naming the file.
+Templates live in notifier/templates/<locale>/<event_type>/<channel>.<part>.j2, with the
+parts the channel declares (`Channel.template_parts`, `optional_parts`). HTML parts are
+autoescaped; a missing or broken template raises TemplateProblem naming the file.
 """
 
 from __future__ import annotations
@@ -17,20 +18,10 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
+from channels.registry import declaration
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 DEFAULT_LOCALE = "en"
-# The parts each channel needs; the first is required, the rest too unless listed optional.
-CHANNEL_PARTS: dict[str, tuple[str, ...]] = {
-    "email": ("subject", "txt", "html"),
-    "line": ("txt",),
-    "sms": ("txt",),
-    "web_push": ("title", "txt"),
-    "slack": ("title", "txt"),
-    "topic": ("title", "txt"),
-}
-# Parts a channel uses when its template exists: LINE's Flex/buttons layouts, as a JSON list
-# of LINE message objects.
-OPTIONAL_PARTS: dict[str, tuple[str, ...]] = {"line": ("messages.json",)}
 DEFAULT_BRAND = {
     "name": "Kyo Gym",
     "color": "#1DBF73",
@@ -156,7 +147,7 @@ def template_name(locale: str, event_type: str, channel: str, part: str) -> str:
 def choose_locale(event_type: str, channel: str, candidates: list[str | None]) -> str:
     """The first of the person's, the tenant's and the default locale that has templates."""
     env = environment()
-    first_part = CHANNEL_PARTS[channel][0]
+    first_part = declaration(channel).template_parts[0]
     tried: list[str] = []
     for candidate in [*candidates, DEFAULT_LOCALE]:
         locale = normalize_locale(candidate)
@@ -185,8 +176,9 @@ def render(
     """Render every part the channel needs, in the first locale that has them."""
     locale = choose_locale(event_type, channel, locales)
     env = environment()
+    declared = declaration(channel)
     parts: dict[str, str] = {}
-    for part in CHANNEL_PARTS[channel]:
+    for part in declared.template_parts:
         name = template_name(locale, event_type, channel, part)
         try:
             parts[part] = env.get_template(name).render(context).strip()
@@ -195,7 +187,7 @@ def render(
         except Exception as exc:  # any error, OverflowError too: it fails this message only
             raise TemplateProblem(name, _problem(exc)) from exc
     extra: dict[str, Any] = {}
-    for part in OPTIONAL_PARTS.get(channel, ()):
+    for part in declared.optional_parts:
         name = template_name(locale, event_type, channel, part)
         try:
             source = env.get_template(name).render(context)

@@ -31,7 +31,7 @@ from channels.base import (
     PermanentChannelError,
     TransientChannelError,
 )
-from channels.registry import get_channel
+from channels.registry import declaration, get_channel
 from config.routing import ROUTES
 from config.settings import get_settings
 from notifier import metrics, ratelimit
@@ -56,10 +56,6 @@ from notifier.signing import link_tracker, unsubscribe_url
 from notifier.status_hooks import StatusChange, delivery_status_changed
 
 log = logging.getLogger("notifier.send")
-# Channels whose template links (text, HTML, LINE Flex and buttons URI actions) become
-# signed, click-tracked /c/ links (an SMS keeps its short link: every character counts
-# against the segment budget).
-TRACKED_CHANNELS = ("email", "line", "slack")
 
 
 @dataclass
@@ -312,7 +308,7 @@ def build_message(delivery: Delivery, ctx: ChunkContext) -> Message:
         },
         **person_context(delivery.recipient, user, tenant, unsubscribe),
     }
-    if delivery.channel in TRACKED_CHANNELS:
+    if declaration(delivery.channel).tracks_links:
         context[LINK_TRACKER] = link_tracker(
             delivery_id=delivery.id,
             tenant_id=tenant.id,
@@ -365,16 +361,10 @@ def build_failure(exc: Exception, delivery: Delivery, ctx: ChunkContext) -> Perm
     return PermanentChannelError(reason, channel=delivery.channel, delivery_id=delivery.id)
 
 
-def channel_rate(backend: Channel) -> float:
-    """NOTIFIER_RATE_<CHANNEL> overrides the provider's default messages per second."""
-    override = os.environ.get(f"NOTIFIER_RATE_{backend.name.upper()}")
-    return float(override) if override else float(backend.rate_per_sec)
-
-
 def rate_limit(backend: Channel, tenant_id: str, tokens: int) -> None:
     """Per provider account, or per tenant where the tenant has its own credentials (LINE
     channel token, Slack webhook): wait for the tokens, or ask for a later retry."""
-    rate = channel_rate(backend)
+    rate = backend.rate
     if rate <= 0:
         return
     scope = tenant_id if backend.rate_scope == "tenant" else "all"
@@ -399,7 +389,7 @@ def send_chunk(
         if not deliveries:
             return outcome
         backend = get_channel(channel)
-        batch_size = max(1, int(getattr(backend, "batch_size", 1)))
+        batch_size = max(1, backend.batch_size)
         groups = [deliveries[i : i + batch_size] for i in range(0, len(deliveries), batch_size)]
 
         def prepared(group: list[Delivery]) -> Call:

@@ -28,6 +28,7 @@ class ScriptedChannel(Channel):
 
     def __init__(self) -> None:
         self.name = "scripted"  # type: ignore[misc]
+        super().__init__()
 
     @classmethod
     def reset(cls, *outcomes: str) -> None:

@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
 
+from channels.registry import declaration
 from notifier.db import session_scope
 from notifier.models import Click, Delivery, Tenant, User, utcnow
 from notifier.selection import PREFERENCE_KEYS
@@ -171,7 +172,8 @@ async def unsubscribe_page(token: str) -> HTMLResponse:
         return render_page("bad_link.html.j2", {}, status_code=BAD_LINK)
     name = await run_in_threadpool(tenant_name, tenant_id)
     return render_page(
-        "unsubscribe.html.j2", {"token": token, "tenant": name, "channel": channel, "done": False}
+        "unsubscribe.html.j2",
+        {"token": token, "tenant": name, "channel": _label(channel), "done": False},
     )
 
 
@@ -192,5 +194,11 @@ async def unsubscribe_now(token: str) -> HTMLResponse:
     await run_in_threadpool(unsubscribe, tenant_id, user_id, channel)
     name = await run_in_threadpool(tenant_name, tenant_id)
     return render_page(
-        "unsubscribe.html.j2", {"token": token, "tenant": name, "channel": channel, "done": True}
+        "unsubscribe.html.j2",
+        {"token": token, "tenant": name, "channel": _label(channel), "done": True},
     )
+
+
+def _label(channel: str) -> str:
+    """The channel as people read its name ("LINE", "SMS"), as the channel declares it."""
+    return declaration(channel).display_name()

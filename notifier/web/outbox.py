@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
+from channels.registry import declaration
 from notifier.db import session_scope
 from notifier.models import OutboxMessage
 from notifier.web.pages import render_page
@@ -114,11 +115,27 @@ def line_view(messages: Any, fallback_text: str) -> list[dict[str, Any]]:
     return items
 
 
+def channel_look(channel: str) -> dict[str, str]:
+    """How the page draws a channel's messages, as the channel declares it; the generic
+    view (subject and text, a grey badge) for a channel no module declares any more."""
+    try:
+        declared = declaration(channel)
+    except LookupError:
+        return {"view": "text", "color": "#6b7280", "label": channel}
+    return {
+        "view": declared.outbox_view,
+        "color": _color(declared.outbox_color) or "#6b7280",
+        "label": declared.display_name(),
+    }
+
+
 def message_view(row: OutboxMessage) -> dict[str, Any]:
     payload = row.payload if isinstance(row.payload, dict) else {}
+    look = channel_look(row.channel)
     view: dict[str, Any] = {
         "id": row.id,
         "channel": row.channel,
+        **look,
         "tenant": row.tenant_id,
         "event_type": row.event_type,
         "recipient": row.recipient,
@@ -128,9 +145,9 @@ def message_view(row: OutboxMessage) -> dict[str, Any]:
         "html": row.body_html,
         "created_at": row.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
-    if row.channel == "line":
+    if look["view"] == "line":
         view["line"] = line_view(payload.get("line_messages"), row.body_text or "")
-    if row.channel == "topic":
+    if look["view"] == "topic":
         view["event_json"] = json.dumps(payload.get("event"), ensure_ascii=False, indent=2)
     return view
 

@@ -58,9 +58,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
         def use(self, *channels: str) -> None:
             for name in channels:
-                monkeypatch.setitem(
-                    registry.REAL_BACKENDS, (name, "scripted"), "tests.fakes:ScriptedChannel"
-                )
+                monkeypatch.setitem(registry.declared(name).backends, "scripted", ScriptedChannel)
                 backends[name] = "scripted"
             registry.reset_channels()
 

@@ -241,7 +241,7 @@ def test_no_token_at_all_is_permanent(
 ) -> None:
     monkeypatch.delenv("LINE_CHANNEL_ACCESS_TOKEN")
     with pytest.raises(PermanentChannelError) as info:
-        channel.send(make(9))
+        LineChannel().send(make(9))  # the settings are read when the channel is built
     assert info.value.disable_channel
     assert peer.requests == []
 
@@ -351,7 +351,7 @@ def test_connection_refused_is_transient(
     monkeypatch.setenv("LINE_API_BASE_URL", f"http://127.0.0.1:{port}")
 
     with pytest.raises(TransientChannelError) as info:
-        channel.send(make(14))
+        LineChannel().send(make(14))
     assert info.value.status_code is None
 
 

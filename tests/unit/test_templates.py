@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from channels.registry import channel_names, declaration
 from notifier import rendering
 from tests.unit.samples import SAMPLE_DATA
 
@@ -27,7 +28,7 @@ EVENT_TYPES = (
     "system.maintenance",
 )
 LOCALES = ("en", "zh-TW")
-CHANNELS = tuple(rendering.CHANNEL_PARTS)
+CHANNELS = channel_names()
 # The optional data fields (docs/events.md), per event type.
 OPTIONAL_FIELDS: dict[str, str] = {
     "file.processed": "downloadUrl",
@@ -103,8 +104,8 @@ def test_every_template_file_exists() -> None:
         name
         for locale in LOCALES
         for event_type in EVENT_TYPES
-        for channel, parts in rendering.CHANNEL_PARTS.items()
-        for part in parts
+        for channel in CHANNELS
+        for part in declaration(channel).template_parts
         if not (
             rendering.TEMPLATE_DIR
             / (name := rendering.template_name(locale, event_type, channel, part))
@@ -121,7 +122,7 @@ def test_renders_every_part(event_type: str, channel: str, locale: str) -> None:
 
     assert rendered.locale == locale
     assert rendered.text
-    if {"subject", "title"} & set(rendering.CHANNEL_PARTS[channel]):
+    if {"subject", "title"} & set(declaration(channel).template_parts):
         assert rendered.subject
     assert "\n" not in rendered.subject
     assert KEY_VALUES[event_type] in rendered.subject + "\n" + rendered.text

@@ -11,11 +11,12 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from channels.outbox import OutboxChannel
+from channels.registry import channel_names, declaration
 from config.routing import ROUTES
 from notifier import demo
 from notifier.models import Delivery, Event, OutboxMessage, Tenant, User, utcnow
 from notifier.operators import OperatorScope
-from notifier.rendering import CHANNEL_PARTS, DEFAULT_LOCALE, TEMPLATE_DIR, TemplateProblem
+from notifier.rendering import DEFAULT_LOCALE, TEMPLATE_DIR, TemplateProblem
 from notifier.sending import ChunkContext, build_message
 from notifier.web.console.access import NO_NUL, Operator, page
 from notifier.web.outbox import message_view
@@ -77,7 +78,7 @@ def preview(event_type: str, locale: str, channel: str) -> dict[str, Any]:
         subscriptions={},
     )
     message = build_message(delivery, context)
-    stored = OutboxChannel(channel).build_payload(message)
+    stored = OutboxChannel(declaration(channel)).build_payload(message)
     row = OutboxMessage(id=1, created_at=utcnow(), **stored)
     line_messages = (message.attributes or {}).get("line_messages")
     return {
@@ -107,12 +108,12 @@ def preview_context(
     choices = {
         "event_types": sorted(ROUTES),
         "locales": locales(),
-        "channels": list(CHANNEL_PARTS),
+        "channels": list(channel_names()),
         "event_type": event_type,
         "locale": locale,
         "channel": channel,
     }
-    if event_type not in ROUTES or channel not in CHANNEL_PARTS or locale not in locales():
+    if event_type not in ROUTES or channel not in channel_names() or locale not in locales():
         return {**choices, "problem": "Pick an event type, a locale and a channel from the lists."}
     try:
         return {**choices, "problem": "", **preview(event_type, locale, channel)}
