@@ -58,3 +58,12 @@ def _refuse_insecure_start(**_: Any) -> None:
 def _fresh_connections(**_: Any) -> None:
     # A forked child must not share the parent's database connections.
     dispose_engines()
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _flush_metrics(**_: Any) -> None:
+    # A pool process may leave without running atexit: write its last counts now.
+    from notifier import metrics
+
+    metrics.flush()

@@ -18,11 +18,20 @@ counter reset, as it does a restarted process.
 
 Counting never fails the caller: when Redis does not answer, the numbers are lost and a
 warning is logged (the outcome itself is in the database).
+
+Counts are added to a buffer in the process and written by a background thread every
+FLUSH_SECONDS, in one pipelined round trip for everything counted meanwhile (a round trip
+per outcome cost a busy send path more than some of its SQL statements). A scrape sees a
+count within that interval; `read()` flushes its own process's buffer first, and a process
+that exits normally flushes at exit (a killed one loses at most the last interval's counts).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -44,8 +53,63 @@ def _key(name: str) -> str:
     return f"notifier:{get_settings().queue_prefix}metrics:{name}"
 
 
-def _add(counts: dict[str, dict[str, float]]) -> None:
+FLUSH_SECONDS = 0.25
+
+
+class _Buffer:
+    """Counts not written to Redis yet, per (hash, field); one per process (a forked child
+    starts its own), written by a daemon thread every FLUSH_SECONDS."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.pending: dict[str, dict[str, float]] = {}
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def add(self, counts: dict[str, dict[str, Any]]) -> None:
+        with self.lock:
+            for name, fields in counts.items():
+                held = self.pending.setdefault(name, {})
+                for field, amount in fields.items():
+                    held[field] = held.get(field, 0) + amount
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._run, name="notifier-metrics", daemon=True
+                )
+                self.thread.start()
+
+    def take(self) -> dict[str, dict[str, float]]:
+        with self.lock:
+            pending, self.pending = self.pending, {}
+        return pending
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait(FLUSH_SECONDS)
+            self.wake.clear()
+            _write(self.take())
+
+
+_buffer: _Buffer | None = None
+_buffer_lock = threading.Lock()
+
+
+def _current() -> _Buffer:
+    global _buffer
+    buffer = _buffer
+    if buffer is None or buffer.pid != os.getpid():
+        with _buffer_lock:
+            if _buffer is None or _buffer.pid != os.getpid():
+                _buffer = _Buffer()
+            buffer = _buffer
+    return buffer
+
+
+def _write(counts: dict[str, dict[str, float]]) -> None:
     """HINCRBY/HINCRBYFLOAT every (hash, field) by its amount, in one round trip."""
+    if not counts:
+        return
     try:
         with ratelimit.redis_client().pipeline(transaction=False) as pipe:
             for name, fields in counts.items():
@@ -57,6 +121,21 @@ def _add(counts: dict[str, dict[str, float]]) -> None:
             pipe.execute()
     except Exception as exc:  # counting must never fail a send
         log.warning("metrics not counted", extra={"error": type(exc).__name__})
+
+
+def _add(counts: dict[str, dict[str, Any]]) -> None:
+    """Add to the process's buffer; the background thread writes it."""
+    _current().add(counts)
+
+
+def flush() -> None:
+    """Write what this process has counted and not written yet (now, in this thread)."""
+    buffer = _buffer
+    if buffer is not None and buffer.pid == os.getpid():
+        _write(buffer.take())
+
+
+atexit.register(flush)
 
 
 def count_event(status: str) -> None:
@@ -94,7 +173,9 @@ def count_outcomes(changes: Sequence[StatusChange]) -> None:
 
 
 def read() -> dict[str, dict[str, str]]:
-    """Every hash, as stored (field -> decimal string); {} for one never written."""
+    """Every hash, as stored (field -> decimal string); {} for one never written. What this
+    process counted is written first."""
+    flush()
     client = ratelimit.redis_client()
     names = ("events", "deliveries", "accept_to_sent")
     with client.pipeline(transaction=False) as pipe:

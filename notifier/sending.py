@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, bindparam, or_, select, update
@@ -92,7 +92,7 @@ class ChunkContext:
         return self.users.get((delivery.tenant_id, delivery.recipient))
 
 
-def not_waiting(now: dt.datetime) -> ColumnElement[bool]:
+def not_waiting(now: dt.datetime | ColumnElement[Any]) -> ColumnElement[bool]:
     """A queued delivery may go now unless a provider asked to wait (Retry-After): then
     not_before lies after the row's last update, and before it no run may send it, not
     even a second task the stalled-work sweep dispatched for it. (A released quiet-hours
@@ -104,13 +104,27 @@ def not_waiting(now: dt.datetime) -> ColumnElement[bool]:
     )
 
 
-def _claim_statement(channel: str, ids: list[int], now: dt.datetime) -> Any:
+def _claim_params(channel: str, ids: list[int], now: dt.datetime) -> dict[str, Any]:
     stale = now - dt.timedelta(seconds=get_settings().stale_claim_seconds)
+    return {
+        "claim_ids": list(ids),
+        "claim_channel": channel,
+        "claim_now": now,
+        "claim_stale": stale,
+    }
+
+
+@cache
+def _claim_update() -> Any:
+    """The claiming UPDATE, built once per process with bound parameters (building it anew
+    for every chunk cost more Python than the rest of a one-message send's SQL)."""
+    now = bindparam("claim_now", type_=Delivery.claimed_at.type)
+    stale = bindparam("claim_stale", type_=Delivery.claimed_at.type)
     return (
         update(Delivery)
         .where(
-            Delivery.id.in_(ids),
-            Delivery.channel == channel,
+            Delivery.id.in_(bindparam("claim_ids", expanding=True)),
+            Delivery.channel == bindparam("claim_channel"),
             or_(
                 (Delivery.status == DeliveryStatus.QUEUED) & not_waiting(now),
                 (Delivery.status == DeliveryStatus.SENDING) & (Delivery.claimed_at < stale),
@@ -128,10 +142,11 @@ def _claim_statement(channel: str, ids: list[int], now: dt.datetime) -> Any:
 def claim(session: Session, channel: str, ids: list[int], now: dt.datetime) -> list[Delivery]:
     claimed = (
         session.execute(
-            _claim_statement(channel, ids, now)
+            _claim_update()
             # The claimed rows themselves: no second query to load them.
             .returning(Delivery)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
+            _claim_params(channel, ids, now),
         )
         .scalars()
         .all()
@@ -190,16 +205,7 @@ def claim_with_context(
         taken = claim(session, channel, ids, now)
         empty = ChunkContext({}, {}, {}, {})
         return taken, load_context(session, channel, taken) if taken else empty
-    table = cast(Table, Delivery.__table__)
-    claimed_rows = _claim_statement(channel, ids, now).returning(*table.c).cte("claimed")
-    claimed = aliased(Delivery, claimed_rows)
-    rows = session.execute(
-        select(claimed, Event, Tenant, User)
-        .join(Event, Event.id == claimed.event_pk)
-        .join(Tenant, Tenant.id == claimed.tenant_id)
-        .outerjoin(User, (User.tenant_id == claimed.tenant_id) & (User.id == claimed.recipient))
-        .order_by(claimed.id)
-    ).tuples()
+    rows = session.execute(_claim_with_context_select(), _claim_params(channel, ids, now)).tuples()
     deliveries: list[Delivery] = []
     ctx = ChunkContext({}, {}, {}, {})
     for delivery, event, tenant, user in rows:
@@ -210,6 +216,22 @@ def claim_with_context(
     if channel == "web_push" and deliveries:
         ctx.subscriptions.update(_subscriptions(session, deliveries))
     return deliveries, ctx
+
+
+@cache
+def _claim_with_context_select() -> Any:
+    """PostgreSQL: the claiming UPDATE in a WITH, joined to its event, tenant and user; built
+    once per process."""
+    table = cast(Table, Delivery.__table__)
+    claimed_rows = _claim_update().returning(*table.c).cte("claimed")
+    claimed = aliased(Delivery, claimed_rows)
+    return (
+        select(claimed, Event, Tenant, User)
+        .join(Event, Event.id == claimed.event_pk)
+        .join(Tenant, Tenant.id == claimed.tenant_id)
+        .outerjoin(User, (User.tenant_id == claimed.tenant_id) & (User.id == claimed.recipient))
+        .order_by(claimed.id)
+    )
 
 
 def load_context(session: Session, channel: str, deliveries: list[Delivery]) -> ChunkContext:
