@@ -92,8 +92,9 @@ class Settings:
     """Empty when no broker is configured: the embedded Redis is used."""
     result_backend: str
     secret_key: str = field(repr=False)
-    """Signs unsubscribe and click links; at least 32 bytes, required by the web app, the
-    workers and Beat (`notifier dev` makes one under NOTIFIER_HOME)."""
+    """Signs unsubscribe and click links and seals stored secrets; at least 32 bytes,
+    required by the web app, the workers and Beat (`notifier dev` makes one under
+    NOTIFIER_HOME)."""
     log_level: str
     quiet_hours_policy: str
     send_chunk_size: int
@@ -367,10 +368,10 @@ def _variables() -> tuple[Variable, ...]:
             "NOTIFIER_SECRET_KEY",
             "secret",
             "",
-            f"Signs the unsubscribe and tracked-click links: required by the web app, the "
-            f"workers and Beat, at least {SECRET_KEY_MIN_BYTES} bytes of random text "
-            "(`notifier dev` makes one under NOTIFIER_HOME). Whoever knows it can forge "
-            "those links.",
+            f"Signs the unsubscribe and tracked-click links and seals the stored tenant "
+            f"secrets (LINE tokens, webhook secrets): required by the web app, the workers "
+            f"and Beat, at least {SECRET_KEY_MIN_BYTES} bytes of random text (`notifier dev` "
+            "makes one under NOTIFIER_HOME). Whoever knows it can forge those links.",
             web,
         ),
         Variable(

@@ -25,6 +25,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from notifier.sealing import Sealed
+
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 ID = String(128)
 
@@ -86,7 +88,9 @@ class Tenant(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     locale: Mapped[str] = mapped_column(String(16), default="en")
     slack_webhook_url: Mapped[str | None] = mapped_column(Text)
-    line_channel_access_token: Mapped[str | None] = mapped_column(Text)
+    line_channel_access_token: Mapped[str | None] = mapped_column(
+        Sealed("tenants.line_channel_access_token")
+    )
     branding: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     quiet_hours_policy: Mapped[str | None] = mapped_column(String(16))
     api_key_hash: Mapped[str | None] = mapped_column(String(128))
@@ -392,6 +396,6 @@ class WebhookEndpoint(Base):
     url: Mapped[str] = mapped_column(Text)
     event_types: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     """The message types sent there; null for all."""
-    secret: Mapped[str] = mapped_column(String(64))
+    secret: Mapped[str] = mapped_column(Sealed("webhook_endpoints.secret"))
     """`whsec_<base64>`: the key the messages are signed with (the receiver has it too)."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -12,6 +12,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from notifier.sealing import Sealed
+
 _PG = postgresql.dialect()
 TIMESTAMPS = frozenset({"created_at", "updated_at"})
 """Written on insert, never compared: a row whose data is the same is not changed."""
@@ -72,6 +74,8 @@ def _upsert_copy(
         else "DO NOTHING"
     )
     json_columns = {n for n in names if isinstance(table.c[n].type.dialect_impl(_PG), JSONB)}
+    # COPY skips SQLAlchemy's bind processing: sealed secrets are sealed here.
+    sealed = {n: t for n in names if isinstance(t := table.c[n].type, Sealed)}
     driver = session.connection().connection.driver_connection
     with driver.cursor() as cursor:  # type: ignore[union-attr]
         if staging not in made:
@@ -81,6 +85,11 @@ def _upsert_copy(
             made.add(staging)
         with cursor.copy(f"COPY {staging} ({listed}) FROM STDIN") as copy:
             for row in rows:
+                if sealed:
+                    row = {
+                        **row,
+                        **{n: t.process_bind_param(row[n], _PG) for n, t in sealed.items()},
+                    }
                 copy.write_row([Jsonb(row[n]) if n in json_columns else row[n] for n in names])
         cursor.execute(
             f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM {staging} "  # noqa: S608 (names from the table)
