@@ -7,7 +7,8 @@ more per backend (the provider's limits, its typed settings, the three steps); `
 the steps in order and returns a `DeliveryResult` (the provider took the message) that
 keeps the provider's raw response, or raises an error of the tree (`TransientChannelError`
 worth a retry, `PermanentChannelError` not). docs/adding-a-channel.md lists what a new
-channel module declares.
+channel module declares. A channel reports what happened and records none of it: the
+outcome recorder (notifier.outcomes) does.
 """
 
 from __future__ import annotations
@@ -53,12 +54,15 @@ class NotifierError(Exception):
         delivery_id: int | None = None,
         status_code: int | None = None,
         response: Any = None,
+        gone_subscriptions: tuple[str, ...] = (),
     ):
         super().__init__(message)
         self.channel = channel
         self.delivery_id = delivery_id
         self.status_code = status_code
         self.response = response
+        self.gone_subscriptions = gone_subscriptions
+        """As on `DeliveryResult`: the call failed, and these subscriptions are gone too."""
 
     def describe(self) -> str:
         code = f" (status {self.status_code})" if self.status_code else ""
@@ -124,6 +128,10 @@ class DeliveryResult:
 
     provider_message_id: str | None = None
     raw_response: Any = None
+    gone_subscriptions: tuple[str, ...] = ()
+    """Endpoints of Web Push subscriptions the push service answered 404/410 for: facts for
+    the outcome recorder, which removes them from the directory once the outcome is
+    committed (a channel never writes the database)."""
 
 
 class Channel:

@@ -1,7 +1,8 @@
 """Web Push (RFC 8030 + VAPID RFC 8292 + aes128gcm RFC 8291) through pywebpush.
 
 One delivery goes to every subscription (browser/device) the user has. Per subscription:
-201/200/202 accepted; 404/410 gone -> the subscription is deleted from the directory;
+201/200/202 accepted; 404/410 gone -> reported on the result or error (`gone_subscriptions`)
+for the outcome recorder to remove from the directory once the outcome is committed;
 413 payload too large; 429 rate limited (Retry-After); 400/401/403 VAPID configuration;
 5xx, timeouts and connection errors are transient. The outcome of the delivery:
 
@@ -37,7 +38,6 @@ import base64
 import binascii
 import hashlib
 import json
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,15 +56,12 @@ from channels.base import (
     parse_retry_after,
 )
 from config.settings import Variable
-from notifier import directory
 from notifier.urlpolicy import BlockedURL, check_url, guarded_session, sanitized_reason
 
 if TYPE_CHECKING:
     from py_vapid import Vapid02
 
     from notifier.models import Tenant
-
-log = logging.getLogger("notifier.channels.web_push")
 
 MAX_PLAINTEXT_BYTES = 3_993
 """4,096 bytes of aes128gcm record minus the 86-byte header, the 16-byte tag and the
@@ -202,6 +199,7 @@ class _Outcome:
     retry_after: float | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    endpoint: str = field(default="", repr=False)  # a capability URL: never in report()
 
     def report(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"host": self.host, "status": self.status, "outcome": self.outcome}
@@ -330,19 +328,20 @@ class WebPushChannel(Channel):
                 outcome = self._push_one(
                     message, subscription, data, vapid, subject, priority, headers, session
                 )
-                if outcome.outcome == "gone":
-                    self._forget(message, subscription["endpoint"], outcome)
+                outcome.endpoint = subscription["endpoint"]
                 outcomes.append(outcome)
         return outcomes
 
     def parse_response(self, message: Message, response: list[_Outcome]) -> DeliveryResult:
         raw = {"subscriptions": [o.report() for o in response]}
-        context = {**self.error_context(message), "response": raw}
+        gone = tuple(o.endpoint for o in response if o.outcome == "gone")
+        context = {**self.error_context(message), "response": raw, "gone_subscriptions": gone}
         accepted = [o for o in response if o.outcome == "accepted"]
         if accepted:
             return DeliveryResult(
                 provider_message_id=accepted[0].location,
                 raw_response=raw,
+                gone_subscriptions=gone,
             )
 
         def first(kind: str) -> _Outcome | None:
@@ -367,12 +366,12 @@ class WebPushChannel(Channel):
             raise PermanentChannelError(
                 "push payload too large", status_code=too_large.status, **context
             )
-        gone = first("gone")
+        first_gone = first("gone")
         all_gone = all(o.outcome == "gone" for o in response)
         raise PermanentChannelError(
             "all subscriptions gone" if all_gone else "no usable web push subscription",
             suppress=False,
-            status_code=gone.status if gone else None,
+            status_code=first_gone.status if first_gone else None,
             **context,
         )
 
@@ -442,7 +441,7 @@ class WebPushChannel(Channel):
         except WebPushException as exc:
             if exc.response is None:  # raised before any request: a malformed subscription
                 return _Outcome(host, "invalid", error="malformed subscription")
-            return self._classify(host, subscription["endpoint"], exc.response)
+            return self._classify(host, exc.response)
         except VapidException:
             raise PermanentChannelError(
                 "VAPID claims rejected (VAPID_SUBJECT must be a mailto: or https: URL)",
@@ -457,10 +456,10 @@ class WebPushChannel(Channel):
             return _Outcome(host, "transient", error=type(exc).__name__)
         except (ValueError, TypeError, KeyError, IndexError, ECEException):
             return _Outcome(host, "invalid", error="malformed subscription")
-        return self._classify(host, subscription["endpoint"], response)
+        return self._classify(host, response)
 
     @staticmethod
-    def _classify(host: str, endpoint: str, response: Any) -> _Outcome:
+    def _classify(host: str, response: Any) -> _Outcome:
         status = int(response.status_code)
         if status in ACCEPTED:
             return _Outcome(host, "accepted", status, location=response.headers.get("Location"))
@@ -477,15 +476,3 @@ class WebPushChannel(Channel):
         if status >= 500 or status == 408:
             return _Outcome(host, "transient", status, extra=extra)
         return _Outcome(host, "invalid", status, extra=extra)
-
-    def _forget(self, message: Message, endpoint: str, outcome: _Outcome) -> None:
-        try:
-            directory.delete_push_subscription(message.tenant_id, endpoint)
-            outcome.extra["deleted"] = True
-        except Exception:  # the send result stands; the next 404/410 deletes it again
-            log.exception(
-                "could not delete a gone push subscription (tenant %s, delivery %s)",
-                message.tenant_id,
-                message.delivery_id,
-            )
-            outcome.extra["deleted"] = False

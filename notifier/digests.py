@@ -12,7 +12,6 @@ import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -28,31 +27,24 @@ from channels.base import (
 )
 from channels.registry import get_channel
 from config.settings import get_settings
-from notifier.channel_state import turn_off
 from notifier.db import session_scope
-from notifier.dbutil import insert_ignore
 from notifier.models import (
-    DeadLetter,
     Delivery,
     DeliveryStatus,
     Digest,
-    Event,
-    Suppression,
     utcnow,
 )
+from notifier.outcomes import AfterCommit, Target, record
 from notifier.rendering import TemplateProblem, render
 from notifier.sending import (
-    ChunkOutcome,
+    ChunkContext,
     address_for,
-    alarm_for_failure,
     build_message,
-    jsonable,
     load_context,
     locales_for,
     person_context,
     rate_limit,
 )
-from notifier.status_hooks import StatusChange
 
 log = logging.getLogger("notifier.digest")
 DIGEST_TYPE = "digest"
@@ -188,9 +180,8 @@ def _claim(session: Session, digest_id: int, now: dt.datetime) -> Digest | None:
     return session.get(Digest, claimed) if claimed is not None else None
 
 
-def build_digest_message(session: Session, digest: Digest, members: list[Delivery]) -> Message:
+def build_digest_message(digest: Digest, members: list[Delivery], ctx: ChunkContext) -> Message:
     """One message listing every item, each summarised by its own template's title."""
-    ctx = load_context(session, digest.channel, members)
     items: list[dict[str, Any]] = []
     for delivery in members:
         item = build_message(delivery, ctx)
@@ -234,7 +225,7 @@ def send_digest(
 ) -> DigestOutcome:
     """Claim, render, send and record one digest; every member delivery follows it."""
     now = now or utcnow()
-    pending = ChunkOutcome()
+    after = AfterCommit()
     with session_scope() as session:
         digest = _claim(session, digest_id, now)
         if digest is None:
@@ -247,170 +238,59 @@ def send_digest(
         if not members:
             digest.status = DeliveryStatus.SKIPPED
             return DigestOutcome("skipped")
-        backend = get_channel(digest.channel)
+        ctx = load_context(session, digest.channel, members)
+        message: Message | None = None
         result: DeliveryResult | NotifierError
-        # The budget counts the digest's own attempts: a digest that kills its worker is
-        # recovered by flush(), and must not be sent again once its attempts are spent.
-        max_retries = get_settings().send_max_retries
-        final_attempt = final_attempt or digest.attempts > max_retries
-        if digest.attempts > max_retries + 1:
+        # A digest that kills its worker is recovered by flush(): once its attempts are
+        # spent it is failed, never sent again.
+        if digest.attempts > get_settings().send_max_retries + 1:
             result = TransientChannelError(
                 f"the last of {digest.attempts - 1} attempts never finished (its worker was lost)",
                 channel=digest.channel,
             )
         else:
-            result = _build_and_send(session, backend, digest, members)
-        outcome = _record(session, digest, members, result, final_attempt, now, pending)
-    pending.committed()  # alarms and status hooks once the outcome is in the database
-    return outcome
+            message, result = _build_and_send(get_channel(digest.channel), digest, members, ctx)
+        target = Target(
+            members,
+            ctx.events,
+            digest.attempts,
+            address=message.address if message else None,
+            digest_id=digest.id,
+        )
+        [verdict] = record(
+            session, [(target, result)], final_attempt=final_attempt, now=now, after=after
+        )
+    after.committed()  # alarms, removals and status hooks once the outcome is in the database
+    if verdict.retry:
+        return DigestOutcome("retry", verdict.retry_after)
+    return DigestOutcome("sent" if verdict.status == DeliveryStatus.SENT else "failed")
 
 
 def _build_and_send(
-    session: Session, backend: Channel, digest: Digest, members: list[Delivery]
-) -> DeliveryResult | NotifierError:
+    backend: Channel, digest: Digest, members: list[Delivery], ctx: ChunkContext
+) -> tuple[Message | None, DeliveryResult | NotifierError]:
     """Build the digest (any error there fails it for good: the same items fail the same
     way on every retry) and send it."""
     try:
-        message = build_digest_message(session, digest, members)
+        message = build_digest_message(digest, members, ctx)
     except TemplateProblem as exc:
-        return PermanentChannelError(str(exc), channel=digest.channel)
+        return None, PermanentChannelError(str(exc), channel=digest.channel)
     except Exception as exc:
-        return PermanentChannelError(
+        return None, PermanentChannelError(
             f"building the digest from templates {DIGEST_TYPE}/{digest.channel}.* failed: "
             f"{type(exc).__name__}: {str(exc)[:200]}",
             channel=digest.channel,
         )
     try:
         rate_limit(backend, digest.tenant_id, 1)
-        return backend.send(message)
+        return message, backend.send(message)
     except NotifierError as exc:
-        return exc
+        return message, exc
     except Exception as exc:  # unexpected: retried within the budget, then failed
         log.exception(
             "unexpected error while sending a digest",
             extra={"channel": digest.channel, "tenant": digest.tenant_id},
         )
-        return TransientChannelError(f"{type(exc).__name__}: {exc}", channel=digest.channel)
-
-
-def _record(
-    session: Session,
-    digest: Digest,
-    members: list[Delivery],
-    result: DeliveryResult | NotifierError,
-    final_attempt: bool,
-    now: dt.datetime,
-    pending: ChunkOutcome,
-) -> DigestOutcome:
-    member_ids = [d.id for d in members]
-    events: dict[int, tuple[str, dt.datetime]] = {
-        delivery_id: (event_id, accepted_at)
-        for delivery_id, event_id, accepted_at in session.execute(
-            select(Delivery.id, Event.event_id, Event.created_at)
-            .join(Event, Event.id == Delivery.event_pk)
-            .where(Delivery.id.in_(member_ids))
-        ).all()
-    }
-
-    def changed(status: str, reason: str | None, message_id: str | None = None) -> None:
-        pending.changes.extend(
-            StatusChange(
-                delivery_id=d.id,
-                tenant_id=d.tenant_id,
-                event_id=events[d.id][0] if d.id in events else "",
-                recipient=d.recipient,
-                channel=d.channel,
-                status=status,
-                reason=reason,
-                provider_message_id=message_id,
-                digest_id=digest.id,
-                accepted_at=events[d.id][1] if d.id in events else None,
-            )
-            for d in members
+        return message, TransientChannelError(
+            f"{type(exc).__name__}: {exc}", channel=digest.channel
         )
-
-    log_context = {"tenant": digest.tenant_id, "channel": digest.channel, "count": len(members)}
-    if isinstance(result, DeliveryResult):
-        digest.status, digest.sent_at = DeliveryStatus.SENT, now
-        digest.provider_message_id, digest.reason = result.provider_message_id, None
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(member_ids))
-            .values(
-                status=DeliveryStatus.SENT,
-                reason=f"sent in digest {digest.id}",
-                sent_at=now,
-                updated_at=now,
-                provider_message_id=result.provider_message_id,
-                raw_response=jsonable(result.raw_response),
-            )
-        )
-        log.info("digest sent", extra=log_context)
-        changed(DeliveryStatus.SENT, None, result.provider_message_id)
-        return DigestOutcome("sent")
-    if isinstance(result, TransientChannelError) and not final_attempt:
-        # claimed_at now marks the last attempt: a lost retry is picked up by the next flush
-        digest.status, digest.reason, digest.claimed_at = (
-            DeliveryStatus.QUEUED,
-            result.describe(),
-            now,
-        )
-        log.warning(
-            "digest not sent, will retry", extra={**log_context, "error": result.describe()}
-        )
-        return DigestOutcome("retry", result.retry_after)
-    permanent = isinstance(result, PermanentChannelError)
-    reason = result.describe() if permanent else f"retries exhausted: {result.describe()}"
-    suppress = isinstance(result, PermanentChannelError) and result.suppress
-    status = DeliveryStatus.SUPPRESSED if suppress else DeliveryStatus.FAILED
-    digest.status, digest.reason = status, reason
-    session.execute(
-        update(Delivery)
-        .where(Delivery.id.in_(member_ids))
-        .values(status=status, reason=reason, updated_at=now)
-    )
-    if suppress and (message_address := _member_address(session, members[0])):
-        insert_ignore(
-            session,
-            Suppression,
-            [
-                {
-                    "tenant_id": digest.tenant_id,
-                    "channel": digest.channel,
-                    "address": message_address,
-                    "reason": reason,
-                    "created_at": now,
-                }
-            ],
-            ("tenant_id", "channel", "address"),
-        )
-    session.add(
-        DeadLetter(
-            tenant_id=digest.tenant_id,
-            kind="delivery",
-            delivery_id=members[0].id,
-            error=reason,
-            payload={
-                "digestId": digest.id,
-                "channel": digest.channel,
-                "recipient": digest.recipient,
-                "deliveries": member_ids,
-            },
-        )
-    )
-    if isinstance(result, PermanentChannelError) and (
-        result.disable_channel or result.park_seconds
-    ):
-        until = now + dt.timedelta(seconds=result.park_seconds) if result.park_seconds else None
-        turn_off(session, digest.tenant_id, digest.channel, result.describe(), until)
-    changed(status, reason)
-    pending.alarms.append(
-        partial(alarm_for_failure, result, digest.tenant_id, digest.channel, reason)
-    )
-    log.warning("digest failed", extra={**log_context, "error": reason})
-    return DigestOutcome("failed")
-
-
-def _member_address(session: Session, delivery: Delivery) -> str | None:
-    ctx = load_context(session, delivery.channel, [delivery])
-    return address_for(delivery.channel, ctx.user(delivery), ctx.tenants[delivery.tenant_id], "")

@@ -9,7 +9,7 @@ import io
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Annotated, Any, cast
 
@@ -780,13 +780,13 @@ def people_for(
     return [as_person(u, tenant, u.id in with_push) for u in users]
 
 
-def delete_push_subscription(tenant_id: str, endpoint: str) -> None:
-    """A push service said the subscription is gone (404/410): forget it."""
+def delete_push_subscriptions(tenant_id: str, endpoints: Sequence[str]) -> None:
+    """A push service said these subscriptions are gone (404/410): forget them."""
     with session_scope() as session:
         session.execute(
             delete(WebPushSubscription).where(
                 WebPushSubscription.tenant_id == tenant_id,
-                WebPushSubscription.endpoint == endpoint,
+                WebPushSubscription.endpoint.in_(endpoints),
             )
         )
 

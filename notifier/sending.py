@@ -14,10 +14,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from functools import cache, partial
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, bindparam, or_, select, update
@@ -34,49 +34,37 @@ from channels.base import (
 from channels.registry import declaration, get_channel
 from config.routing import ROUTES
 from config.settings import get_settings
-from notifier import metrics, ratelimit
-from notifier.alarms import raise_alarm
-from notifier.channel_state import turn_off, unavailable_channels
+from notifier import ratelimit
+from notifier.channel_state import unavailable_channels
 from notifier.db import session_scope
-from notifier.dbutil import insert_ignore, insert_one
+from notifier.dbutil import insert_one
 from notifier.directory import people_for, push_subscriptions
 from notifier.models import (
-    DeadLetter,
     Delivery,
     DeliveryStatus,
     Event,
-    Suppression,
     Tenant,
     User,
     utcnow,
 )
+from notifier.outcomes import AfterCommit, Target, record
 from notifier.rendering import LINK_TRACKER, TemplateProblem, brand, render
 from notifier.selection import PERSON_CHANNELS, fallback_channel
 from notifier.signing import link_tracker, unsubscribe_url
-from notifier.status_hooks import StatusChange, delivery_status_changed
 
 log = logging.getLogger("notifier.send")
 
 
 @dataclass
-class ChunkOutcome:
+class ChunkOutcome(AfterCommit):
+    """What a chunk did, for its task: counts, the rows to retry and the fallbacks to send;
+    and (as an AfterCommit) what its recorded outcomes leave for after their commit."""
+
     sent: int = 0
     failed: int = 0
     retry_ids: list[int] = field(default_factory=list)
     retry_after: float | None = None
     fallbacks: list[tuple[str, list[int]]] = field(default_factory=list)
-    # Recorded but not committed yet: run by `committed()` once the recording commits.
-    changes: list[StatusChange] = field(default_factory=list)
-    alarms: list[Callable[[], None]] = field(default_factory=list)
-
-    def committed(self) -> None:
-        """The outcomes recorded so far are committed: now the side effects that talk to
-        the network (alarms) and the status hooks, never inside the recording transaction."""
-        alarms, self.alarms = self.alarms, []
-        changes, self.changes = self.changes, []
-        for alarm in alarms:
-            alarm()
-        delivery_status_changed(changes)
 
 
 @dataclass
@@ -189,7 +177,7 @@ def fail_spent(channel: str, ids: list[int], stale: dt.datetime, now: dt.datetim
                 channel=channel,
                 delivery_id=delivery.id,
             )
-            _record(session, delivery, ctx, error, True, outcome, now)
+            _record(session, [(delivery, None, error)], ctx, True, outcome, now)
         session.commit()
         outcome.committed()
     return outcome
@@ -423,7 +411,7 @@ def send_chunk(
                     call.append((delivery, build_message(delivery, ctx)))
                 except Exception as exc:  # the same content fails the same way: no retry
                     error = build_failure(exc, delivery, ctx)
-                    _record(session, delivery, ctx, error, final_attempt, outcome, now)
+                    _record(session, [(delivery, None, error)], ctx, final_attempt, outcome, now)
                     session.commit()
                     outcome.committed()
             return call
@@ -432,23 +420,20 @@ def send_chunk(
         # A bulk API call carries its whole batch; per-message calls go several at a time.
         width = 1 if batch_size > 1 or len(groups) == 1 else get_settings().send_concurrency
         for done in _calls_in_flight(session, backend, calls, batch_size, width, now):
-            sent: list[tuple[Delivery, DeliveryResult]] = []
-            failed: list[tuple[Delivery, NotifierError]] = []
-            for batch, results in done:
-                for (delivery, _), result in zip(batch, results, strict=True):
-                    if isinstance(result, DeliveryResult):
-                        sent.append((delivery, result))
-                    else:
-                        failed.append((delivery, result))
-            if not failed and all(len(batch) == 1 for batch, _ in done):
+            results = [
+                (delivery, message, result)
+                for batch, call_results in done
+                for (delivery, message), result in zip(batch, call_results, strict=True)
+            ]
+            if all(isinstance(r, DeliveryResult) for _, _, r in results) and all(
+                len(batch) == 1 for batch, _ in done
+            ):
                 # Each row is the whole outcome of its own call: one statement, no
                 # transaction around it.
-                _record_sent(reader, sent, ctx, outcome)
+                _record(reader, results, ctx, final_attempt, outcome, now)
                 outcome.committed()
                 continue
-            for delivery, error in failed:
-                _record(session, delivery, ctx, error, final_attempt, outcome, now)
-            _record_sent(session, sent, ctx, outcome)
+            _record(session, results, ctx, final_attempt, outcome, now)
             # A provider call's outcomes in one transaction: a crash never leaves part of a
             # multicast recorded, so a re-send carries the same members and retry key.
             session.commit()
@@ -559,181 +544,44 @@ def _send(backend: Channel, batch: Call, batch_size: int) -> CallResults:
         return [error] * len(messages)
 
 
-def _log_context(ctx: ChunkContext, delivery: Delivery) -> dict[str, Any]:
-    return {
-        "event_id": ctx.events[delivery.event_pk].event_id,
-        "tenant": delivery.tenant_id,
-        "delivery_id": delivery.id,
-        "channel": delivery.channel,
-    }
-
-
-_DELIVERIES = cast(Table, Delivery.__table__)
-# A Core statement: the ORM's bulk UPDATE by primary key cost more than the round trip.
-_MARK_SENT = (
-    update(_DELIVERIES)
-    .where(_DELIVERIES.c.id == bindparam("delivery_id"))
-    .values(
-        status=DeliveryStatus.SENT,
-        reason=None,
-        sent_at=bindparam("sent_at"),
-        updated_at=bindparam("sent_at"),
-        provider_message_id=bindparam("message_id"),
-        raw_response=bindparam("raw"),
-    )
-)
-
-
-def _record_sent(
-    session: Session,
-    sent: list[tuple[Delivery, DeliveryResult]],
-    ctx: ChunkContext,
-    outcome: ChunkOutcome,
-) -> None:
-    """Mark what one provider call sent, in one executemany UPDATE: a multicast's 500 rows
-    cost one statement, not 500 (which took longer than the multicast itself)."""
-    if not sent:
-        return
-    sent_at = utcnow()
-    session.execute(
-        _MARK_SENT,
-        [
-            {
-                "delivery_id": delivery.id,
-                "sent_at": sent_at,
-                "message_id": result.provider_message_id,
-                "raw": jsonable(result.raw_response),
-            }
-            for delivery, result in sent
-        ],
-    )
-    outcome.sent += len(sent)
-    for delivery, result in sent:
-        log.info("delivery sent", extra=_log_context(ctx, delivery))
-        outcome.changes.append(
-            _change(ctx, delivery, DeliveryStatus.SENT, None, result.provider_message_id)
-        )
-
-
-def _change(
-    ctx: ChunkContext,
-    delivery: Delivery,
-    status: str,
-    reason: str | None,
-    provider_message_id: str | None = None,
-) -> StatusChange:
-    return StatusChange(
-        delivery_id=delivery.id,
-        tenant_id=delivery.tenant_id,
-        event_id=ctx.events[delivery.event_pk].event_id,
-        recipient=delivery.recipient,
-        channel=delivery.channel,
-        status=str(status),
-        reason=reason,
-        provider_message_id=provider_message_id,
-        accepted_at=ctx.events[delivery.event_pk].created_at,
-    )
-
-
 def _record(
     session: Session,
-    delivery: Delivery,
+    results: Sequence[tuple[Delivery, Message | None, DeliveryResult | NotifierError]],
     ctx: ChunkContext,
-    result: NotifierError,
     final_attempt: bool,
     outcome: ChunkOutcome,
     now: dt.datetime,
 ) -> None:
-    _record_failure(session, delivery, ctx, result, final_attempt, outcome, now)
-    log.warning(
-        "delivery not sent", extra={**_log_context(ctx, delivery), "error": result.describe()}
-    )
-
-
-def _record_failure(
-    session: Session,
-    delivery: Delivery,
-    ctx: ChunkContext,
-    error: NotifierError,
-    final_attempt: bool,
-    outcome: ChunkOutcome,
-    now: dt.datetime,
-) -> None:
-    # The budget is the row's own attempts too: a task the stalled-work sweep dispatched
-    # again starts its retry count afresh, the delivery does not.
-    final_attempt = final_attempt or delivery.attempts > get_settings().send_max_retries
-    if isinstance(error, TransientChannelError) and not final_attempt:
-        waiting: dict[str, Any] = {}
-        if error.retry_after:
-            waiting["not_before"] = utcnow() + dt.timedelta(seconds=error.retry_after)
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery.id)
-            .values(
-                status=DeliveryStatus.QUEUED, reason=error.describe(), updated_at=now, **waiting
-            )
+    """Record what happened to the deliveries (a message is None where it was never built)
+    through the outcome recorder, and count it for the task; a delivery that failed for
+    good may fall back once to another channel of its person."""
+    targets = [
+        (
+            Target(
+                (delivery,),
+                ctx.events,
+                delivery.attempts,
+                address=message.address if message else None,
+            ),
+            result,
         )
-        outcome.retry_ids.append(delivery.id)
-        metrics.count_deliveries(delivery.channel, metrics.RETRY)
-        if error.retry_after is not None:
-            outcome.retry_after = max(outcome.retry_after or 0.0, error.retry_after)
-        return
-    permanent = isinstance(error, PermanentChannelError)
-    suppress = isinstance(error, PermanentChannelError) and error.suppress
-    reason = error.describe() if permanent else f"retries exhausted: {error.describe()}"
-    status = DeliveryStatus.SUPPRESSED if suppress else DeliveryStatus.FAILED
-    session.execute(
-        update(Delivery)
-        .where(Delivery.id == delivery.id)
-        .values(
-            status=status,
-            reason=reason,
-            updated_at=now,
-            raw_response=jsonable(error.response),
-        )
-    )
-    outcome.failed += 1
-    outcome.changes.append(_change(ctx, delivery, status, reason))
-    event = ctx.events[delivery.event_pk]
-    tenant = ctx.tenants[delivery.tenant_id]
-    user = ctx.user(delivery)
-    if suppress and (address := address_for(delivery.channel, user, tenant, "")):
-        insert_ignore(
-            session,
-            Suppression,
-            [
-                {
-                    "tenant_id": delivery.tenant_id,
-                    "channel": delivery.channel,
-                    "address": address,
-                    "reason": reason,
-                    "created_at": now,
-                }
-            ],
-            ("tenant_id", "channel", "address"),
-        )
-    if isinstance(error, PermanentChannelError) and (error.disable_channel or error.park_seconds):
-        until = now + dt.timedelta(seconds=error.park_seconds) if error.park_seconds else None
-        turn_off(session, delivery.tenant_id, delivery.channel, error.describe(), until)
-    outcome.alarms.append(
-        partial(alarm_for_failure, error, delivery.tenant_id, delivery.channel, reason)
-    )
-    session.add(
-        DeadLetter(
-            tenant_id=delivery.tenant_id,
-            kind="delivery",
-            delivery_id=delivery.id,
-            error=reason,
-            payload={
-                "eventId": event.event_id,
-                "eventType": event.event_type,
-                "channel": delivery.channel,
-                "recipient": delivery.recipient,
-            },
-        )
-    )
-    if user is not None and delivery.fallback_of is None and delivery.channel != "topic":
-        _fall_back(session, delivery, event, user, tenant, outcome, now)
+        for delivery, message, result in results
+    ]
+    verdicts = record(session, targets, final_attempt=final_attempt, now=now, after=outcome)
+    for (delivery, _, _), verdict in zip(results, verdicts, strict=True):
+        if verdict.status == DeliveryStatus.SENT:
+            outcome.sent += 1
+        elif verdict.retry:
+            outcome.retry_ids.append(delivery.id)
+            if verdict.retry_after is not None:
+                outcome.retry_after = max(outcome.retry_after or 0.0, verdict.retry_after)
+        else:
+            outcome.failed += 1
+            user = ctx.user(delivery)
+            if user is not None and delivery.fallback_of is None and delivery.channel != "topic":
+                event = ctx.events[delivery.event_pk]
+                tenant = ctx.tenants[delivery.tenant_id]
+                _fall_back(session, delivery, event, user, tenant, outcome, now)
 
 
 def _fall_back(
@@ -777,27 +625,3 @@ def _fall_back(
     new_id = insert_one(session, Delivery, row, ("event_pk", "recipient", "channel"))
     if new_id is not None:
         outcome.fallbacks.append((channel, [new_id]))
-
-
-def alarm_for_failure(error: NotifierError, tenant_id: str, channel: str, reason: str) -> None:
-    """One alarm per kind, tenant and channel per alarm window, however many fail."""
-    if isinstance(error, PermanentChannelError) and error.disable_channel:
-        severity, kind, what = "CRITICAL", "channel_disabled", "disabled"
-    elif isinstance(error, PermanentChannelError) and error.park_seconds:
-        severity, kind, what = "ERROR", "quota", "quota reached"
-    else:
-        severity, kind, what = "WARNING", "dead_letter", "deliveries dead-lettered"
-    raise_alarm(
-        severity,
-        f"{channel} {what} for tenant {tenant_id}",
-        key=f"{kind}:{tenant_id}:{channel}",
-        tenant_id=tenant_id,
-        channel=channel,
-        details={"reason": reason[:300]},
-    )
-
-
-def jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float | bool | list | dict):
-        return value
-    return str(value)

@@ -1,6 +1,6 @@
 """Hooks run after a delivery's status changed: the one place to react to outcomes.
 
-The outcome recorder (notifier.sending for sends, notifier.digests for digests) calls
+The outcome recorder (notifier.outcomes, for sends and digests alike) calls
 `delivery_status_changed` with every change it has just committed: never inside the
 recording transaction, so a hook that talks to the network (a webhook, an alarm) cannot
 hold a lock or be rolled back with it, and a change a hook sees is in the database.

@@ -354,12 +354,12 @@ def test_permanent_address_failure_writes_a_suppression(scripted: Any) -> None:
 def test_a_disabled_or_parked_channel_falls_back_and_is_skipped_next_time(
     scripted: Any, outcome: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import notifier.sending
+    import notifier.outcomes
     from notifier.models import ChannelState
 
     alarms: list[tuple[str, str]] = []
     monkeypatch.setattr(
-        notifier.sending,
+        notifier.outcomes,
         "raise_alarm",
         lambda severity, title, **kw: alarms.append((severity, kw["key"])),
     )
