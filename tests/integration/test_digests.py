@@ -142,6 +142,7 @@ def test_an_urgent_event_sends_the_waiting_digest_first(amy: None) -> None:
     assert {d.status for d in deliveries()} == {"batched"}
     failed = event("payment.failed", metadata={"userId": "u1", "channels": ["email"]})
     assert notify.delay(failed).get(timeout=30)["status"] == "accepted"
+
     # The digest and the urgent message are sent by two tasks at once: "batched" counts as
     # settled, so wait for the digest's items to be sent too.
     def all_out() -> list[Delivery] | None:
