@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Annotated, Any, cast
+from typing import IO, Annotated, Any, Literal, cast
 
 import psycopg
 from email_validator import EmailNotValidError, validate_email
@@ -25,6 +25,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -57,6 +58,7 @@ from notifier.models import (
     WebPushSubscription,
     utcnow,
 )
+from notifier.preferences import Preferences, clean
 from notifier.selection import Person
 from notifier.upsert import upsert_rows
 from notifier.urlpolicy import BlockedURL, Purpose, check_url
@@ -164,6 +166,17 @@ class TenantDoc(_Stored):
     line_channel_access_token: str | None = None
     branding: dict[str, Any] = Field(default_factory=dict)
     quiet_hours_policy: str | None = Field(default=None, pattern="^(defer|drop)$")
+    critical_ignores_opt_outs: StrictBool | None = Field(
+        default=None,
+        description="Critical events skip people's category and event-type opt-outs "
+        "(null: true); false: they follow them too",
+    )
+    preference_link_channels: list[Literal["line", "sms"]] | None = Field(
+        default=None,
+        max_length=2,
+        description="Text channels whose messages end with a preference center link "
+        "(email always has one in its footer)",
+    )
 
 
 EMAIL_SCHEMA: dict[str, Any] = {
@@ -198,7 +211,11 @@ class UserFields(_Stored):
     timezone: str | None = Field(None, max_length=64)
     active: StrictBool = True
     web_push_subscriptions: list[PushSubscriptionDoc] = Field(default_factory=list)
-    preferences: dict[str, Any] = Field(default_factory=dict)
+    preferences: Preferences = Field(default_factory=lambda: Preferences.model_validate({}))
+
+    @field_serializer("preferences")
+    def _stored_preferences(self, preferences: Preferences) -> dict[str, Any]:
+        return preferences.stored()
 
     @field_validator("email")
     @classmethod
@@ -550,6 +567,7 @@ def _get(kind: _Kind, tenant_id: str, record_id: str) -> dict[str, Any] | None:
             if name != "web_push_subscriptions"
         }
         if kind is USERS:
+            values["preferences"] = clean(values.get("preferences"))
             values["webPushSubscriptions"] = push_subscriptions(
                 session, tenant_id, [record_id]
             ).get(record_id, [])

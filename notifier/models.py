@@ -93,6 +93,11 @@ class Tenant(Base):
     )
     branding: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     quiet_hours_policy: Mapped[str | None] = mapped_column(String(16))
+    critical_ignores_opt_outs: Mapped[bool | None] = mapped_column(Boolean)
+    """Whether critical events skip people's category and event-type opt-outs; None: yes."""
+    preference_link_channels: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    """Text channels ("line", "sms") whose messages end with a preference center link (email
+    always carries one in its footer); None: none."""
     api_key_hash: Mapped[str | None] = mapped_column(String(128))
     """sha256 hex of the tenant's API key for POST /events (the key itself is never stored)."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -46,6 +46,7 @@ from notifier.models import (
     WebPushSubscription,
     utcnow,
 )
+from notifier.preferences import critical_ignores_opt_outs
 from notifier.selection import select_channels
 from notifier.sending import fail_spent, not_waiting
 
@@ -499,6 +500,7 @@ def plan_page(
             if missing:
                 unavailable.setdefault(channel, missing)
         policy = tenant.quiet_hours_policy or settings.quiet_hours_policy
+        topic_opt_outs = audience.priority != "critical" or not critical_ignores_opt_outs(tenant)
         rows = [
             _delivery_row(
                 event_pk,
@@ -522,6 +524,9 @@ def plan_page(
                 quiet_policy=policy,
                 unavailable=unavailable,
                 batch=batch,
+                event_type=audience.event_type,
+                category=route.category,
+                topic_opt_outs=topic_opt_outs,
             )
         ]
         topic = route.topic and (narrowed is None or "topic" in narrowed)

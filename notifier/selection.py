@@ -61,6 +61,30 @@ class Choice:
     not_before: dt.datetime | None = None
 
 
+def topic_opt_out(
+    preferences: dict[str, Any], channel: str, event_type: str | None, category: str | None
+) -> str | None:
+    """Why the person's `eventTypes` or `categories` switches turn `channel` off for this
+    event, or None. The event type's switch decides when it is set, else the category's."""
+    key = PREFERENCE_KEYS.get(channel)
+    if key is None:
+        return None
+    if event_type:
+        by_type = preferences.get("eventTypes")
+        switches = by_type.get(event_type) if isinstance(by_type, dict) else None
+        value = switches.get(key) if isinstance(switches, dict) else None
+        if value is False:
+            return f"preference: {event_type} off on {channel}"
+        if value is True:
+            return None
+    if category:
+        by_category = preferences.get("categories")
+        switches = by_category.get(category) if isinstance(by_category, dict) else None
+        if isinstance(switches, dict) and switches.get(key) is False:
+            return f"preference: {category} off on {channel}"
+    return None
+
+
 def candidate_channels(person: Person, priority: str) -> tuple[str, ...]:
     if priority == "critical":
         return CRITICAL_CHANNELS + (("slack",) if person.is_staff else ())
@@ -82,9 +106,19 @@ def select_channels(
     quiet_policy: str = "defer",
     unavailable: dict[str, str] | None = None,
     batch: bool = False,
+    event_type: str | None = None,
+    category: str | None = None,
+    topic_opt_outs: bool = True,
 ) -> list[Choice]:
-    """One Choice per candidate channel, each queued, deferred, or skipped with a reason."""
+    """One Choice per candidate channel, each queued, deferred, or skipped with a reason.
+
+    `event_type` and `category` are the event's, for the person's per-type and per-category
+    switches; `topic_opt_outs` False ignores those switches (a critical event of a tenant
+    whose critical events ignore opt-outs). The `channels` switches always hold."""
     opted = person.preferences.get("channels") or {}
+    topics = topic_opt_outs and bool(
+        person.preferences.get("eventTypes") or person.preferences.get("categories")
+    )
     schedule = person.preferences.get("schedule") or {}
     quiet = QuietSchedule.from_preferences(schedule, person.timezone) if schedule else None
     quiet_now = quiet is not None and priority in ("low", "medium") and quiet.is_quiet(now)
@@ -96,6 +130,8 @@ def select_channels(
             choices.append(Choice(channel, DeliveryStatus.SKIPPED, unavailable[channel]))
         elif isinstance(opted, dict) and opted.get(PREFERENCE_KEYS[channel]) is False:
             choices.append(Choice(channel, DeliveryStatus.SKIPPED, "opted out"))
+        elif topics and (why := topic_opt_out(person.preferences, channel, event_type, category)):
+            choices.append(Choice(channel, DeliveryStatus.SKIPPED, why))
         elif not person.address(channel):
             choices.append(Choice(channel, DeliveryStatus.SKIPPED, "no address"))
         elif channel in suppressed:
@@ -113,10 +149,20 @@ def select_channels(
     return choices
 
 
-def fallback_channel(person: Person, priority: str, failed: str, taken: set[str]) -> str | None:
+def fallback_channel(
+    person: Person,
+    priority: str,
+    failed: str,
+    taken: set[str],
+    *,
+    event_type: str | None = None,
+    category: str | None = None,
+    topic_opt_outs: bool = True,
+) -> str | None:
     """Where to try once more after `failed` failed for good: the rest of the person's list
     for the priority, then their other lists (high, medium, low), skipping channels this
-    event already used, opted-out channels and channels without an address."""
+    event already used, opted-out channels (for this event's type and category too, as
+    select_channels decides them) and channels without an address."""
     lists = person.preferences.get("priority") or {}
     order = list(candidate_channels(person, priority))
     for level in ("high", "medium", "low"):
@@ -128,6 +174,8 @@ def fallback_channel(person: Person, priority: str, failed: str, taken: set[str]
         if channel in taken or channel == failed or not person.address(channel):
             continue
         if isinstance(opted, dict) and opted.get(PREFERENCE_KEYS[channel]) is False:
+            continue
+        if topic_opt_outs and topic_opt_out(person.preferences, channel, event_type, category):
             continue
         return channel
     return None

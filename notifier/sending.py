@@ -48,6 +48,7 @@ from notifier.models import (
     utcnow,
 )
 from notifier.outcomes import AfterCommit, Target, record
+from notifier.preferences import critical_ignores_opt_outs
 from notifier.rendering import LINK_TRACKER, TemplateProblem, brand, render
 from notifier.selection import PERSON_CHANNELS, fallback_channel
 from notifier.signing import link_tracker, unsubscribe_url
@@ -605,7 +606,15 @@ def _fall_back(
     if narrowed:  # the sender limited the channels: a fallback stays inside that limit
         taken |= {c for c in PERSON_CHANNELS if c not in narrowed}
     person = people_for(session, tenant, [user])[0]
-    channel = fallback_channel(person, delivery.priority, delivery.channel, taken)
+    channel = fallback_channel(
+        person,
+        delivery.priority,
+        delivery.channel,
+        taken,
+        event_type=event.event_type,
+        category=ROUTES[event.event_type].category,
+        topic_opt_outs=delivery.priority != "critical" or not critical_ignores_opt_outs(tenant),
+    )
     if channel is None:
         return
     row = {

@@ -88,6 +88,23 @@ def send_digests(digest_ids: Sequence[int]) -> bool:
     return _enqueued(sends.apply_async, "digests", count=len(digest_ids))
 
 
+def send_webhooks(messages: Sequence[tuple[str, dict[str, Any]]]) -> bool:
+    """Send outbound webhook messages, one `notifier.send_webhook` task per (endpoint,
+    message). With the broker down the messages are kept as dead letters of kind
+    "webhook" (the change they tell of is committed already)."""
+    if not messages:
+        return True
+    from notifier.outbound_webhooks import dead_letter
+    from tasks.webhooks import send_webhook
+
+    sends = group(send_webhook.si(endpoint_id, message) for endpoint_id, message in messages)
+    if _enqueued(sends.apply_async, "webhooks", count=len(messages)):
+        return True
+    for endpoint_id, message in messages:
+        dead_letter(endpoint_id, message, "the broker was unreachable when it was to be sent")
+    return False
+
+
 def notify_task() -> Any:
     """The `notifier.notify` task, bound to the configured app (`from notifier import notify`)."""
     from tasks.pipeline import notify

@@ -34,6 +34,7 @@ from notifier.web import (
     links,
     ops,
     outbox,
+    preferences_api,
     status_api,
     webhook_endpoints_api,
     webhooks,
@@ -105,6 +106,7 @@ def create_app(
     app.include_router(events_api.router)
     app.include_router(status_api.router)
     app.include_router(directory_api.router)
+    app.include_router(preferences_api.router)
     app.include_router(webhook_endpoints_api.router)
     app.include_router(webhooks.router)
     app.include_router(links.router)

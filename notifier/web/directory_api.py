@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic.alias_generators import to_camel
 
-from notifier import directory
+from notifier import directory, preferences
 from notifier.directory import (
     EMAIL_SCHEMA,
     BookingFields,
@@ -167,6 +167,31 @@ def _record_routes(
     )
 
 
+def _put_user(tenant_id: str, user_id: str, fields: UserFields) -> bool:
+    """`directory.put_user`, announcing a change of an existing person's preferences."""
+    from notifier.web.preferences_api import announce
+
+    before = preferences.read(tenant_id, user_id)
+    created = directory.put_user(tenant_id, user_id, fields)
+    if before is not None:
+        after = fields.preferences.stored()
+        announce([preferences.change_of(tenant_id, user_id, before, after, "directory")])
+    return created
+
+
+def _patch_user(tenant_id: str, user_id: str, changes: dict[str, Any]) -> dict[str, Any] | None:
+    """`directory.patch_user`, announcing a change of the person's preferences."""
+    from notifier.web.preferences_api import announce
+
+    before = preferences.read(tenant_id, user_id)
+    after = directory.patch_user(tenant_id, user_id, changes)
+    if before is not None and after is not None:
+        announce(
+            [preferences.change_of(tenant_id, user_id, before, after["preferences"], "directory")]
+        )
+    return after
+
+
 _record_routes(
     "/users/{userId}",
     "userId",
@@ -174,7 +199,7 @@ _record_routes(
     UserFields,
     UserRecord,
     directory.get_user,
-    directory.put_user,
+    _put_user,
     directory.delete_user,
 )
 _record_routes(
@@ -231,7 +256,7 @@ async def patch_user(
     tenant_id: str = Depends(api_tenant),
 ) -> Any:
     changes = patch.model_dump(by_alias=True, exclude_unset=True)
-    return _found(await run_in_threadpool(directory.patch_user, tenant_id, record_id, changes))
+    return _found(await run_in_threadpool(_patch_user, tenant_id, record_id, changes))
 
 
 @router.post(

@@ -15,9 +15,11 @@ from sqlalchemy import select
 from channels.registry import declaration
 from notifier.db import session_scope
 from notifier.models import Click, Delivery, Tenant, User, utcnow
+from notifier.preferences import change_of
 from notifier.selection import PREFERENCE_KEYS
 from notifier.signing import BadSignature, is_web_url, verify
 from notifier.web.pages import render_page
+from notifier.web.preferences_api import announce
 
 log = logging.getLogger("notifier.web.links")
 
@@ -139,9 +141,10 @@ def tenant_name(tenant_id: str) -> str:
 
 
 def unsubscribe(tenant_id: str, user_id: str, channel: str) -> bool:
-    """Opt the user out of the channel (preferences.channels[<key>] = false). Idempotent;
-    False when the user no longer exists."""
+    """Opt the user out of the channel (preferences.channels[<key>] = false), and announce
+    the change (`preferences.updated`). Idempotent; False when the user no longer exists."""
     key = PREFERENCE_KEYS[channel]
+    change = None
     with session_scope() as session:
         user = session.scalars(
             select(User).where(User.tenant_id == tenant_id, User.id == user_id).with_for_update()
@@ -152,10 +155,13 @@ def unsubscribe(tenant_id: str, user_id: str, channel: str) -> bool:
         channels = preferences.get("channels")
         channels = dict(channels) if isinstance(channels, dict) else {}
         if channels.get(key) is not False:
+            before = user.preferences
             channels[key] = False
             preferences["channels"] = channels
             user.preferences = preferences  # a new dict: JSON columns track assignment only
+            change = change_of(tenant_id, user_id, before, preferences, "unsubscribe")
     log.info("unsubscribed", extra={"tenant": tenant_id, "channel": channel})
+    announce([change])
     return True
 
 
