@@ -89,20 +89,17 @@ def send_digests(digest_ids: Sequence[int]) -> bool:
 
 
 def send_webhooks(messages: Sequence[tuple[str, dict[str, Any]]]) -> bool:
-    """Send outbound webhook messages, one `notifier.send_webhook` task per (endpoint,
-    message). With the broker down the messages are kept as dead letters of kind
-    "webhook" (the change they tell of is committed already)."""
-    if not messages:
-        return True
+    """Send outbound webhook messages (`send_webhook` each). A message that finds the broker
+    down is kept as a webhook dead letter (`notifier dlq replay` sends it later): the change
+    it tells of is committed already."""
     from notifier.outbound_webhooks import dead_letter
-    from tasks.webhooks import send_webhook
 
-    sends = group(send_webhook.si(endpoint_id, message) for endpoint_id, message in messages)
-    if _enqueued(sends.apply_async, "webhooks", count=len(messages)):
-        return True
+    sent = True
     for endpoint_id, message in messages:
-        dead_letter(endpoint_id, message, "the broker was unreachable when it was to be sent")
-    return False
+        if not send_webhook(endpoint_id, message):
+            dead_letter(endpoint_id, message, "broker unreachable when the preferences changed")
+            sent = False
+    return sent
 
 
 def notify_task() -> Any:
