@@ -232,8 +232,9 @@ def sms_parts(text: str) -> int:
     return _parts_needed(_unit_costs(text, gsm), gsm)
 
 
-def fit_sms(text: str, max_parts: int) -> str:
-    """`text` cut to at most `max_parts` SMS parts, ending in an ellipsis when cut.
+def fit_sms(text: str, max_parts: int, keep: str = "") -> str:
+    """`text` cut to at most `max_parts` SMS parts, ending in an ellipsis when cut; `keep`
+    (the preference center line) ends the message whole, after the ellipsis.
 
     GSM-7 text: 160 characters in one part, 153 per part beyond (extension characters
     such as € [ ] { } count double). Any other character makes the whole message UCS-2:
@@ -241,12 +242,13 @@ def fit_sms(text: str, max_parts: int) -> str:
     would turn the message into UCS-2); a cut UCS-2 text ends in "…".
     """
     max_parts = max(1, max_parts)
-    if sms_parts(text) <= max_parts:
-        return text
-    gsm = is_gsm7(text)
+    whole = text + keep
+    if sms_parts(whole) <= max_parts:
+        return whole
+    gsm = is_gsm7(whole)
     ellipsis = "..." if gsm else "…"
     costs = _unit_costs(text, gsm)
-    tail = _unit_costs(ellipsis, gsm)
+    tail = _unit_costs(ellipsis + keep, gsm)
     # The longest prefix that still fits with the ellipsis; binary search on its length
     # (fitting is monotonic in the prefix length).
     lo, hi = 0, len(text)
@@ -256,7 +258,7 @@ def fit_sms(text: str, max_parts: int) -> str:
             lo = mid
         else:
             hi = mid - 1
-    return text[:lo].rstrip() + ellipsis
+    return text[:lo].rstrip() + ellipsis + keep
 
 
 # ---------------------------------------------------------------------------------------
@@ -374,6 +376,11 @@ class SnsSmsChannel(SmsChannel):
         text = (message.text or message.subject or "").strip()
         if not text:
             raise PermanentChannelError("empty SMS text", **context)
+        # The preference center line ends the text: a text cut to fit keeps it whole.
+        footer = str(message.attributes.get("footer") or "")
+        keep = ""
+        if footer and text.endswith(footer) and len(text) > len(footer):
+            text, keep = text[: -len(footer)].rstrip(), "\n" + footer
         max_parts = self.settings.max_parts
         attributes: dict[str, dict[str, str]] = {
             "AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": "Transactional"}
@@ -383,7 +390,7 @@ class SnsSmsChannel(SmsChannel):
             attributes["AWS.SNS.SMS.SenderID"] = {"DataType": "String", "StringValue": sender}
         return {
             "PhoneNumber": e164,
-            "Message": fit_sms(text, max_parts),
+            "Message": fit_sms(text, max_parts, keep),
             "MessageAttributes": attributes,
         }
 

@@ -136,6 +136,8 @@ class Settings:
     expiry_scan_interval_seconds: float = 600.0
     reminder_scan_interval_seconds: float = 60.0
     digest_flush_interval_seconds: float = 5.0
+    preference_link_days: int = 60
+    """How long the signed preference center link of a message stays valid."""
     retention_days: int = 90
     """Events, deliveries, outbox messages and replayed dead letters older than this go."""
     cleanup_interval_seconds: float = 3600.0
@@ -229,6 +231,7 @@ def load_settings() -> Settings:
         reminder_scan_interval_seconds=_float("NOTIFIER_REMINDER_SCAN_INTERVAL", 60.0),
         digest_flush_interval_seconds=_float("NOTIFIER_DIGEST_FLUSH_INTERVAL", 5.0),
         retention_days=_int("NOTIFIER_RETENTION_DAYS", 90),
+        preference_link_days=max(1, _int("NOTIFIER_PREFERENCE_LINK_DAYS", 60)),
         cleanup_interval_seconds=_float("NOTIFIER_CLEANUP_INTERVAL", 3600.0),
         allow_private_urls=_flag("NOTIFIER_ALLOW_PRIVATE_URLS"),
         slack_webhook_hosts=_hosts("NOTIFIER_SLACK_WEBHOOK_HOSTS", SLACK_WEBHOOK_HOSTS),
@@ -368,10 +371,11 @@ def _variables() -> tuple[Variable, ...]:
             "NOTIFIER_SECRET_KEY",
             "secret",
             "",
-            f"Signs the unsubscribe and tracked-click links and seals the stored tenant "
-            f"secrets (LINE tokens, webhook secrets): required by the web app, the workers "
-            f"and Beat, at least {SECRET_KEY_MIN_BYTES} bytes of random text (`notifier dev` "
-            "makes one under NOTIFIER_HOME). Whoever knows it can forge those links.",
+            "Signs the unsubscribe, tracked-click and preference center links and seals the "
+            "stored tenant secrets (LINE tokens, webhook secrets): required by the web app, "
+            f"the workers and Beat, at least {SECRET_KEY_MIN_BYTES} bytes of random text "
+            "(`notifier dev` makes one under NOTIFIER_HOME). Whoever knows it can forge "
+            "those links.",
             web,
         ),
         Variable(
@@ -426,8 +430,16 @@ def _variables() -> tuple[Variable, ...]:
             "NOTIFIER_PUBLIC_BASE_URL",
             "url",
             "http://localhost:8000",
-            "Public address of the web app, the base of the `/c/` click and `/u/` "
-            "unsubscribe links in messages.",
+            "Public address of the web app, the base of the `/c/` click, `/u/` "
+            "unsubscribe and `/p/` preference center links in messages.",
+            web,
+        ),
+        Variable(
+            "NOTIFIER_PREFERENCE_LINK_DAYS",
+            "integer",
+            "60",
+            "Days the signed preference center link (`/p/<token>`) of a message stays valid "
+            "(at least 1); an older link shows that it expired.",
             web,
         ),
         Variable(

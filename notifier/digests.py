@@ -35,6 +35,7 @@ from notifier.models import (
     utcnow,
 )
 from notifier.outcomes import AfterCommit, Target, record
+from notifier.preferences import link_for as preference_link
 from notifier.rendering import TemplateProblem, render
 from notifier.sending import (
     ChunkContext,
@@ -44,6 +45,7 @@ from notifier.sending import (
     locales_for,
     person_context,
     rate_limit,
+    with_preference_link,
 )
 
 log = logging.getLogger("notifier.digest")
@@ -196,12 +198,15 @@ def build_digest_message(digest: Digest, members: list[Delivery], ctx: ChunkCont
         )
     tenant = ctx.tenants[digest.tenant_id]
     user = ctx.user(members[0])
+    settings_link = preference_link(tenant, user, digest.channel)
     context = {
         "items": items,
         "count": len(items),
-        **person_context(digest.recipient, user, tenant, None),
+        **person_context(digest.recipient, user, tenant, None, settings_link),
     }
     rendered = render(DIGEST_TYPE, digest.channel, locales_for(user, tenant), context)
+    attributes: dict[str, Any] = {"locale": rendered.locale, "items": len(items)}
+    text = with_preference_link(digest.channel, rendered.text, attributes, settings_link)
     first = build_message(members[0], ctx)
     return Message(
         delivery_id=members[0].id,
@@ -211,11 +216,11 @@ def build_digest_message(digest: Digest, members: list[Delivery], ctx: ChunkCont
         recipient=digest.recipient,
         address=address_for(digest.channel, user, tenant, ""),
         subject=rendered.subject,
-        text=rendered.text,
+        text=text,
         html=rendered.html,
         priority="low",
         retry_key=digest.retry_key,
-        attributes={"locale": rendered.locale, "items": len(items)},
+        attributes=attributes,
         credentials=first.credentials,
     )
 

@@ -46,6 +46,7 @@ from config.routing import ROUTES
 from notifier.db import session_scope
 from notifier.events import EVENT_TYPES
 from notifier.models import Tenant, User, WebhookEndpoint
+from notifier.signing import preference_url
 
 log = logging.getLogger("notifier.preferences")
 
@@ -294,3 +295,27 @@ def critical_ignores_opt_outs(tenant: Tenant) -> bool:
     """Whether the tenant's critical events skip category and event-type opt-outs (the
     default) or follow them (`criticalIgnoresOptOuts: false`)."""
     return tenant.critical_ignores_opt_outs is not False
+
+
+TEXT_LINK_CHANNELS = ("line", "sms")
+"""Text channels whose messages end with the preference center link where the tenant
+enables it (`preferenceLinkChannels`); email carries it in its footer always."""
+LINK_LINES = {"en": "Notification settings: {url}", "zh-TW": "通知設定：{url}"}
+
+
+def link_for(tenant: Tenant, user: User | None, channel: str) -> str | None:
+    """The person's signed preference center link for a message on `channel`, or None: on
+    email always, on LINE and SMS where the tenant enables it, never on a shared channel
+    (Slack, topics) nor for a message to no one in the directory."""
+    if user is None:
+        return None
+    if channel != "email" and channel not in (tenant.preference_link_channels or ()):
+        return None
+    if channel not in ("email", *TEXT_LINK_CHANNELS):
+        return None
+    return preference_url(tenant.id, user.id)
+
+
+def link_line(locale: str, url: str) -> str:
+    """The line a LINE or SMS text ends with, in the message's locale."""
+    return LINK_LINES.get(locale, LINK_LINES["en"]).format(url=url)

@@ -48,12 +48,15 @@ from notifier.models import (
     utcnow,
 )
 from notifier.outcomes import AfterCommit, Target, record
-from notifier.preferences import critical_ignores_opt_outs
+from notifier.preferences import TEXT_LINK_CHANNELS, critical_ignores_opt_outs, link_line
+from notifier.preferences import link_for as preference_link
 from notifier.rendering import LINK_TRACKER, TemplateProblem, brand, render
 from notifier.selection import PERSON_CHANNELS, fallback_channel
 from notifier.signing import link_tracker, unsubscribe_url
 
 log = logging.getLogger("notifier.send")
+LINE_MAX_MESSAGES = 5
+"""Messages in one LINE push."""
 
 
 @dataclass
@@ -271,9 +274,14 @@ def address_for(channel: str, user: User | None, tenant: Tenant, category: str) 
 
 
 def person_context(
-    recipient: str, user: User | None, tenant: Tenant, unsubscribe: str | None
+    recipient: str,
+    user: User | None,
+    tenant: Tenant,
+    unsubscribe: str | None,
+    preferences: str | None = None,
 ) -> dict[str, Any]:
-    """The template variables about who receives a message and from which tenant."""
+    """The template variables about who receives a message and from which tenant;
+    `preferences` is the person's preference center link."""
     return {
         "recipient": {
             "id": recipient,
@@ -288,8 +296,24 @@ def person_context(
             "timezone": tenant.timezone,
         },
         "brand": brand({"name": tenant.name, **(tenant.branding or {})}),
-        "links": {"unsubscribe": unsubscribe},
+        "links": {"unsubscribe": unsubscribe, "preferences": preferences},
     }
+
+
+def with_preference_link(
+    channel: str, text: str, attributes: dict[str, Any], link: str | None
+) -> str:
+    """A LINE or SMS text ending with the preference center line (`attributes["footer"]`
+    names it, so a channel that must cut the text keeps it); a LINE Flex or buttons message
+    gets it as one more text message. Other channels: the text as it is."""
+    if link is None or channel not in TEXT_LINK_CHANNELS:
+        return text
+    footer = link_line(str(attributes.get("locale") or "en"), link)
+    attributes["footer"] = footer
+    messages = attributes.get("line_messages")
+    if isinstance(messages, list) and len(messages) < LINE_MAX_MESSAGES:
+        attributes["line_messages"] = [*messages, {"type": "text", "text": footer}]
+    return f"{text}\n\n{footer}" if text else footer
 
 
 def locales_for(user: User | None, tenant: Tenant) -> list[str | None]:
@@ -308,6 +332,7 @@ def build_message(delivery: Delivery, ctx: ChunkContext) -> Message:
         if user is not None and delivery.channel == "email"
         else None
     )
+    settings_link = preference_link(tenant, user, delivery.channel)
     context: dict[str, Any] = {
         "data": payload.get("data") or {},
         "event": {
@@ -317,7 +342,7 @@ def build_message(delivery: Delivery, ctx: ChunkContext) -> Message:
             "timestamp": payload.get("timestamp"),
             "source": payload.get("source"),
         },
-        **person_context(delivery.recipient, user, tenant, unsubscribe),
+        **person_context(delivery.recipient, user, tenant, unsubscribe, settings_link),
     }
     if declaration(delivery.channel).tracks_links:
         context[LINK_TRACKER] = link_tracker(
@@ -333,6 +358,7 @@ def build_message(delivery: Delivery, ctx: ChunkContext) -> Message:
         attributes["line_messages"] = rendered.extra["messages.json"]
     if unsubscribe:
         attributes["unsubscribe_url"] = unsubscribe
+    text = with_preference_link(delivery.channel, text, attributes, settings_link)
     if delivery.channel == "topic":
         attributes.update(category=route.category, event=payload)
     credentials: dict[str, Any] = {}

@@ -1,4 +1,5 @@
-"""Signed tokens for links in messages (one-click unsubscribe, click tracking).
+"""Signed tokens for links in messages (one-click unsubscribe, click tracking, the
+preference center).
 
 A token is base64url(JSON) + "." + base64url(HMAC-SHA256(secret, JSON)); tampering with
 either part makes `verify` fail. The secret is NOTIFIER_SECRET_KEY: nothing is signed or
@@ -11,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,6 +70,62 @@ def verify(token: str, purpose: str) -> dict[str, Any]:
 def unsubscribe_url(tenant_id: str, user_id: str, channel: str) -> str:
     token = sign({"t": tenant_id, "u": user_id, "c": channel}, "unsubscribe")
     return f"{get_settings().public_base_url}/u/{token}"
+
+
+PREFERENCES = "preferences"
+SHORT_MAC_BYTES = 16
+"""The preference center token's HMAC-SHA256, cut to 128 bits: the link goes into SMS and
+LINE texts, where every character counts."""
+
+
+def preference_token(tenant_id: str, user_id: str, expires_day: int) -> str:
+    """A compact signed token: base64url(JSON [tenant, user, expiry day]) + "." +
+    base64url(128-bit HMAC). `expires_day` counts days since 1970-01-01 (UTC): the token
+    is valid through that day."""
+    body = json.dumps([tenant_id, user_id, expires_day], separators=(",", ":")).encode()
+    return f"{_b64(body)}.{_b64(_mac(body, PREFERENCES)[:SHORT_MAC_BYTES])}"
+
+
+def verify_preference_token(token: str) -> tuple[str, str, int]:
+    """(tenant, user, expiry day) of a preference token we signed; BadSignature otherwise
+    (expiry is the caller's to check)."""
+    if len(token) > 1024:
+        raise BadSignature("oversized token")
+    try:
+        body_part, mac_part = token.split(".", 1)
+        body = _unb64(body_part)
+        given = _unb64(mac_part)
+    except (ValueError, TypeError) as exc:
+        raise BadSignature("malformed token") from exc
+    expected = _mac(body, PREFERENCES)[:SHORT_MAC_BYTES]
+    if len(given) != SHORT_MAC_BYTES or not hmac.compare_digest(given, expected):
+        raise BadSignature("bad signature")
+    try:
+        values = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # only reachable with the secret key
+        raise BadSignature("bad payload") from exc
+    if not (
+        isinstance(values, list)
+        and len(values) == 3
+        and all(isinstance(v, str) and 0 < len(v) <= 128 for v in values[:2])
+        and type(values[2]) is int
+    ):
+        raise BadSignature("bad payload")
+    return values[0], values[1], values[2]
+
+
+def preference_url(tenant_id: str, user_id: str, today: int | None = None) -> str:
+    """The person's signed, expiring preference center link (GET /p/<token>), valid for
+    NOTIFIER_PREFERENCE_LINK_DAYS."""
+    settings = get_settings()
+    day = epoch_day() if today is None else today
+    token = preference_token(tenant_id, user_id, day + settings.preference_link_days)
+    return f"{settings.public_base_url}/p/{token}"
+
+
+def epoch_day(moment: float | None = None) -> int:
+    """Today (or `moment`, a Unix time) as days since 1970-01-01, UTC."""
+    return int((time.time() if moment is None else moment) // 86400)
 
 
 def is_web_url(url: str) -> bool:

@@ -1,7 +1,8 @@
 """The web app: `create_app()`, and `app` for `uvicorn notifier.web.app:app`.
 
 Routes: POST /events (tenant API key), POST /webhooks/ses, POST /webhooks/line,
-GET /c/<token> (tracked link), GET|POST /u/<token> (one-click unsubscribe), GET /outbox
+GET /c/<token> (tracked link), GET|POST /u/<token> (one-click unsubscribe), GET|POST
+/p/<token> (the preference center), GET /outbox
 (dev only, localhost only), the operator's console under /console/, GET /metrics (Bearer
 NOTIFIER_METRICS_TOKEN when set), GET /healthz, and /docs with the OpenAPI document at
 /openapi.json when NOTIFIER_API_DOCS=1.
@@ -34,6 +35,7 @@ from notifier.web import (
     links,
     ops,
     outbox,
+    preference_center,
     preferences_api,
     status_api,
     webhook_endpoints_api,
@@ -110,6 +112,7 @@ def create_app(
     app.include_router(webhook_endpoints_api.router)
     app.include_router(webhooks.router)
     app.include_router(links.router)
+    app.include_router(preference_center.router)
     app.include_router(ops.router)
     app.include_router(console.router)
     if settings.outbox_page if outbox_page is None else outbox_page:

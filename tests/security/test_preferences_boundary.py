@@ -53,3 +53,26 @@ def test_a_change_is_announced_to_its_own_tenants_endpoints_only(gyms: Gyms) -> 
     messages = webhook_messages([change])
     assert [endpoint for endpoint, _ in messages] == [mine["id"]]
     assert B not in str(messages)
+
+
+def test_a_preference_link_is_bound_to_its_tenant_and_person(gyms: Gyms) -> None:
+    import re
+
+    from notifier.signing import _b64, epoch_day, preference_token, preference_url
+
+    base = "http://localhost:8000"
+    url = preference_url(A, "u1").removeprefix(base)
+    page = gyms.client.get(url)
+    assert page.status_code == 200 and B not in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    before_b = _stored(B, "u1")
+    saved = gyms.client.post(url, data={"csrf": csrf}, follow_redirects=False)  # all unticked
+    assert saved.status_code == 303
+    assert _stored(A, "u1")["channels"] == {"line": False, "email": False, "sms": False}
+    assert _stored(B, "u1") == before_b
+    # Another tenant's name put into A's token breaks its signature.
+    _, mac = preference_token(A, "u1", epoch_day() + 3).split(".")
+    forged = _b64(f'["{B}","u1",{epoch_day() + 3}]'.encode())
+    assert gyms.client.get(f"/p/{forged}.{mac}").status_code == 400
+    assert gyms.client.post(f"/p/{forged}.{mac}", data={"csrf": csrf}).status_code == 400
+    assert _stored(B, "u1") == before_b

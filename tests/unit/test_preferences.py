@@ -187,3 +187,30 @@ def test_a_change_is_only_a_change_when_the_preferences_differ() -> None:
     )
     change = change_of("t", "u", {}, {"channels": {"sms": False}}, "api")
     assert change is not None and change.preferences == {"channels": {"sms": False}}
+
+
+def test_a_cut_sms_keeps_the_preference_line_whole() -> None:
+    from channels.sms import fit_sms, sms_parts
+
+    keep = "\nNotification settings: https://n.example/p/WyJneW0tYSIsInUxIiwyMDg0OV0.1wpYM2j"
+    cut = fit_sms("x" * 1000, 2, keep)
+    assert cut.endswith("..." + keep) and sms_parts(cut) <= 2
+    assert fit_sms("short", 2, keep) == "short" + keep
+    zh = fit_sms("會" * 500, 3, "\n通知設定：https://n.example/p/abc")
+    assert zh.endswith("…\n通知設定：https://n.example/p/abc") and sms_parts(zh) <= 3
+
+
+def test_preference_tokens_are_short_signed_and_carry_their_expiry() -> None:
+    from notifier.signing import BadSignature, preference_token, verify_preference_token
+
+    token = preference_token("gym-taipei-01", "u-123", 20500)
+    assert len(token) < 80
+    assert verify_preference_token(token) == ("gym-taipei-01", "u-123", 20500)
+    body, mac = token.split(".")
+    for bad in (f"{body}.{mac[:-1]}", f"{body}x.{mac}", token.replace(".", ""), "", "a.b"):
+        with pytest.raises(BadSignature):
+            verify_preference_token(bad)
+    from notifier.signing import sign
+
+    with pytest.raises(BadSignature):  # a token signed for another purpose
+        verify_preference_token(sign({"t": "gym-a"}, "unsubscribe"))
