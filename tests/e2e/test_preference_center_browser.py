@@ -110,6 +110,10 @@ def test_a_person_changes_a_setting_and_the_next_event_follows_it(
     assert page.locator("html").get_attribute("lang") == "zh-TW"
     assert "通知設定" in page.inner_text("h1")
     shot(page, "zh-TW")
+    # On a phone (the link is opened from LINE or an SMS): nothing runs off the screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(page, "zh-TW-phone")
 
     # An expired or altered link says so, in both languages.
     page.goto(local[:-3] + "AAA")
