@@ -20,7 +20,10 @@ from notifier.sending import send_chunk
 from notifier.signing import epoch_day, preference_token, preference_url
 from notifier.web.app import create_app
 from notifier.web.preference_center import COOKIE
-from tests.helpers import TENANT, directory, event, person
+from tests.helpers import TENANT, directory, event, person, wait_for
+from tests.integration.test_outbound_webhooks import Receiver, receiver, register
+
+__all__ = ["receiver"]  # a fixture used by name below
 
 OTHER = "gym-b"
 BRANDING = {
@@ -214,3 +217,24 @@ def test_line_and_sms_carry_the_link_only_where_the_tenant_enables_it(db: None) 
     with session_scope() as session:
         texts = [m.body_text or "" for m in session.scalars(select(OutboxMessage))]
     assert len(texts) == 2 and not any("/p/" in t for t in texts)
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_a_save_and_an_unsubscribe_are_preferences_updated_webhooks(
+    client: TestClient, receiver: Receiver
+) -> None:
+    from notifier.signing import unsubscribe_url
+    from notifier.web.auth import issue_api_key
+
+    register(client, receiver, issue_api_key(TENANT), "prefs", eventTypes=["preferences.updated"])
+    url = path(preference_url(TENANT, "u1"))
+    fields = form_of(client.get(url).text)
+    fields.pop("cat.MemberActivity.email")
+    assert client.post(url, data=fields, follow_redirects=False).status_code == 303
+    assert client.post(path(unsubscribe_url(TENANT, "u1", "sms"))).status_code == 200
+    wait_for(lambda: len(receiver.messages) >= 2 or None, timeout=60)
+    bodies = sorted((p["data"] for _, p, _ in receiver.messages), key=lambda d: d["source"])
+    assert [d["source"] for d in bodies] == ["preference_center", "unsubscribe"]
+    assert bodies[0]["preferences"]["categories"] == {"MemberActivity": {"email": False}}
+    assert bodies[1]["preferences"]["channels"] == {"sms": False}
+    assert all(d["userId"] == "u1" for d in bodies)
