@@ -446,7 +446,8 @@ def send_chunk(
         calls = (prepared(group) for group in groups)
         # A bulk API call carries its whole batch; per-message calls go several at a time.
         width = 1 if batch_size > 1 or len(groups) == 1 else get_settings().send_concurrency
-        for done in _calls_in_flight(session, backend, calls, batch_size, width, now):
+        hold = _Hold(now, [delivery.id for delivery in deliveries])
+        for done in _calls_in_flight(session, backend, calls, batch_size, width, hold):
             results = [
                 (delivery, message, result)
                 for batch, call_results in done
@@ -478,16 +479,14 @@ def _calls_in_flight(
     calls: Iterator[Call],
     batch_size: int,
     width: int,
-    claimed_at: dt.datetime,
+    hold: _Hold,
 ) -> Iterator[list[tuple[Call, CallResults]]]:
     """Make the provider calls, at most `width` at once, and yield the finished ones as
     they finish (the caller records them before more are started, so a crash re-sends at
     most the calls in flight). With width 1 each call runs in the calling thread."""
 
     def held(call: Call) -> Call:
-        if call and claim_may_lapse(claimed_at):  # each row's claim is the one taken then
-            return _renew_claims(session, call, claimed_at)
-        return call
+        return hold.keep(session, call)
 
     if width == 1:
         for call in calls:
@@ -529,29 +528,44 @@ def claim_may_lapse(claimed_at: dt.datetime) -> bool:
     return age >= get_settings().stale_claim_seconds / 2
 
 
-def _renew_claims(
-    session: Session, batch: list[tuple[Delivery, Message]], claimed_at: dt.datetime
-) -> list[tuple[Delivery, Message]]:
-    """Refresh the claim of the batch about to be sent and keep only the rows this run
-    still holds: a chunk that outlasts the stale-claim timeout (a slow provider, a long
-    chunk) must not send rows that another worker has meanwhile taken over and sent.
-    Commits the renewal."""
-    renewed_at = max(claimed_at, utcnow())
-    held = set(
-        session.execute(
-            update(Delivery)
-            .where(
-                Delivery.id.in_([delivery.id for delivery, _ in batch]),
-                Delivery.status == DeliveryStatus.SENDING,
-                Delivery.claimed_at == claimed_at,
-            )
-            .values(claimed_at=renewed_at)
-            .returning(Delivery.id)
-            .execution_options(synchronize_session=False)
-        ).scalars()
-    )
-    session.commit()
-    return [(delivery, message) for delivery, message in batch if delivery.id in held]
+class _Hold:
+    """This run's claim on the rows of its chunk it has not sent yet. A chunk that outlasts
+    the stale-claim timeout (a slow provider, a long chunk) renews the claim of all of
+    them at once, so the stalled-delivery sweep does not hand a row that is only waiting
+    its turn to another run (which would count an attempt that this run then drops), and
+    a row another run did take over (this run's worker stalled) is not sent twice."""
+
+    def __init__(self, claimed_at: dt.datetime, ids: list[int]) -> None:
+        self.claimed_at = claimed_at
+        self.waiting = set(ids)
+
+    def keep(self, session: Session, call: Call) -> Call:
+        """The part of `call` this run still holds, its claim renewed when it may lapse;
+        the call's rows are no longer waiting."""
+        if call and claim_may_lapse(self.claimed_at):
+            self._renew(session)
+        kept = [(delivery, message) for delivery, message in call if delivery.id in self.waiting]
+        self.waiting.difference_update(delivery.id for delivery, _ in call)
+        return kept
+
+    def _renew(self, session: Session) -> None:
+        """One UPDATE for every waiting row still claimed by this run; commits it."""
+        renewed_at = max(self.claimed_at, utcnow())
+        self.waiting = set(
+            session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_(sorted(self.waiting)),
+                    Delivery.status == DeliveryStatus.SENDING,
+                    Delivery.claimed_at == self.claimed_at,
+                )
+                .values(claimed_at=renewed_at)
+                .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
+            ).scalars()
+        )
+        session.commit()
+        self.claimed_at = renewed_at
 
 
 def _send(backend: Channel, batch: Call, batch_size: int) -> CallResults:

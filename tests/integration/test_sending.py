@@ -131,20 +131,28 @@ def test_an_old_claim_is_renewed_and_rows_taken_over_meanwhile_are_skipped(
     tuned(send_concurrency=1, stale_claim_seconds=60)
     first, second, third = _broadcast_ids(3)
     original = scripted.channel.post
+    claimed = utcnow() - dt.timedelta(seconds=40)
+    waiting_renewed: list[bool] = []
 
     def post(channel: Any, message: Any, payload: Any) -> Any:
-        if message.delivery_id == first:  # meanwhile another run takes the second one over
+        if message.delivery_id == first:
             with session_scope() as session:
+                # The rows still waiting their turn were renewed with the first call's...
+                waiting = session.get(Delivery, third)
+                assert waiting is not None and waiting.claimed_at is not None
+                waiting_renewed.append(waiting.claimed_at > claimed)
+                # ...and another run takes the second one over (its claim lapsed: below).
                 session.execute(
                     update(Delivery).where(Delivery.id == second).values(claimed_at=utcnow())
                 )
+            monkeypatch.setattr("notifier.sending.claim_may_lapse", lambda _at: True)
         return original(channel, message, payload)
 
     monkeypatch.setattr(scripted.channel, "post", post)
-    # A claim 40 s old: past half of the 60 s timeout, so each call renews it first.
-    claimed = utcnow() - dt.timedelta(seconds=40)
+    # A claim 40 s old: past half of the 60 s timeout, so the first call renews it first.
     outcome = send_chunk("email", [first, second, third], now=claimed)
 
+    assert waiting_renewed == [True]
     assert [m.delivery_id for m in scripted.channel.calls] == [first, third]
     assert outcome.sent == 2
     rows = {row.id: row for row in deliveries()}
