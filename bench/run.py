@@ -37,6 +37,9 @@ class Sizes:
     single_events: int
     latency_events: int
     broadcast_people: int
+    """People of the email broadcast."""
+    line_people: int
+    """People of the LINE broadcast (issue 12 point 4: 100,000)."""
     side_emails: int
     rounds: int
     """Single-person events and raw chains alternate in this many rounds."""
@@ -53,6 +56,7 @@ FULL = Sizes(
     single_events=2_000,
     latency_events=1_000,
     broadcast_people=20_000,
+    line_people=100_000,
     side_emails=2_000,
     rounds=4,
     limit_seconds=5.0,
@@ -67,6 +71,7 @@ QUICK = Sizes(
     single_events=300,
     latency_events=100,
     broadcast_people=2_000,
+    line_people=5_000,
     side_emails=300,
     rounds=2,
     limit_seconds=2.0,
@@ -124,7 +129,7 @@ class Bench:
         self.run_id = f"bench-{uuid.uuid4().hex[:8]}"
         n = sizes
         self.single = People("bench-single", WARMUP_EVENTS + n.single_events + n.latency_events)
-        self.line = People("bench-line", n.broadcast_people)
+        self.line = People("bench-line", n.line_people)
         self.mail = People("bench-mail", n.broadcast_people)
         self.side = People("bench-side", n.side_emails)
         self.idle_rss: dict[int, float] = {}
@@ -267,10 +272,12 @@ class Bench:
         events = self.sizes.single_events // rounds
         chains = self.sizes.chains // rounds
         chain_runs: list[float] = []
+        long_runs: list[float] = []
         single_runs: list[dict[str, Any]] = []
         with sampled(self.pipeline.pool(), self.profile_dir, "single"):
             for r in range(rounds):
                 chain_runs.append(self.run_chains(chains))
+                long_runs.append(self.run_chains(chains, steps=3))
                 first = WARMUP_EVENTS + r * events
                 single_runs.append(self._single_round(range(first, first + events), f"single{r}"))
         statuses: dict[str, int] = {}
@@ -283,6 +290,11 @@ class Bench:
                 "chains": chains * rounds,
                 "chains_per_s": chains * rounds / sum(chain_runs),
                 "chain_runs_per_s": [round(chains / s, 1) for s in chain_runs],
+                # Raw chains as long as the pipeline's own (notify, resolve_recipients,
+                # select_channels, then the two sends): not the baseline, the ceiling of
+                # what Celery alone allows the pipeline on this machine.
+                "long_chains_per_s": chains * rounds / sum(long_runs),
+                "long_chain_runs_per_s": [round(chains / s, 1) for s in long_runs],
             },
             {
                 "events": events * rounds,
@@ -405,8 +417,9 @@ class Bench:
         noop.apply_async(kwargs={"mark": key})
         return self._await_marks(key, 1, 60 + n / 20) - start
 
-    def run_chains(self, n: int) -> float:
-        """Seconds for `n` chains of the pipeline's shape, first publish to last send."""
+    def run_chains(self, n: int, steps: int = 2) -> float:
+        """Seconds for `n` chains `chain(step, step, group(send, send))` (with `steps` steps
+        before the group), first publish to last send."""
         from celery import chain, group
 
         from bench.baseline import send, step
@@ -415,7 +428,8 @@ class Bench:
         start = time.time()
         for i in range(n):
             mark = key if i == n - 1 else None
-            chain(step.s(i), step.s(), group(send.s(mark=mark), send.s(mark=mark))).apply_async()
+            links = [step.s(i), *(step.s() for _ in range(steps - 1))]
+            chain(*links, group(send.s(mark=mark), send.s(mark=mark))).apply_async()
         return self._await_marks(key, 2, 60 + n / 5) - start
 
     # -- the peers' own limits ------------------------------------------------------------
@@ -513,11 +527,24 @@ class Bench:
         }
 
     def line_broadcast(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """No-op tasks, the LINE broadcast, no-op tasks again: (no-op baseline, broadcast)."""
+        """No-op tasks, the database's executemany insert rate of as many delivery-shaped
+        rows, the LINE broadcast, the insert rate and no-op tasks again: (no-op baseline,
+        broadcast with its insert baseline)."""
+        from bench.planning import insert_rate
+
         n = self.sizes.noop_tasks
         before = self.run_noops(n)
+        insert_before = insert_rate(self.line.tenant, self.line)
         result = self.broadcast(self.line, "line", self.line_peer.arrivals)
+        insert_after = insert_rate(self.line.tenant, self.line)
         after = self.run_noops(n)
+        rows_per_s = (insert_before["per_second"] + insert_after["per_second"]) / 2
+        result["executemany_rows_per_s"] = rows_per_s
+        result["executemany_runs_per_s"] = [
+            round(insert_before["per_second"]),
+            round(insert_after["per_second"]),
+        ]
+        result["ratio_to_executemany"] = result["deliveries_per_s"] / rows_per_s
         return {
             "noop_tasks": 2 * n,
             "noop_tasks_per_s": 2 * n / (before + after),

@@ -40,13 +40,24 @@ class Declared:
 _registered: dict[str, Declared] = {}
 
 
+@cache
+def _package_channels() -> tuple[str, ...]:
+    """The channel modules of this package, listed once per process (the send path asks for
+    every message: listing the directory each time cost more than rendering the message)."""
+    return tuple(
+        sorted(
+            module.name
+            for module in pkgutil.iter_modules(channels.__path__)
+            if module.name not in SUPPORT_MODULES and not module.name.startswith("_")
+        )
+    )
+
+
 def channel_names() -> tuple[str, ...]:
     """Every channel: the channel modules of this package, then any registered ones."""
-    found = sorted(
-        module.name
-        for module in pkgutil.iter_modules(channels.__path__)
-        if module.name not in SUPPORT_MODULES and not module.name.startswith("_")
-    )
+    found = _package_channels()
+    if not _registered:
+        return found
     return (*found, *(name for name in _registered if name not in found))
 
 

@@ -17,9 +17,8 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
 import requests
@@ -54,11 +53,6 @@ steps on the way and send nothing."""
 TIMEOUT_S = 10.0
 MAX_ENDPOINTS = 20
 """Per tenant."""
-ENDPOINT_CACHE_SECONDS = 1.0
-"""How long a process reuses what it read of a tenant's endpoints (which ones, which types)
-before reading them again: every committed outcome asks, and most tenants have none. An
-endpoint registered or deleted in another process takes effect within this time; in this
-process, at once."""
 
 
 class WebhookRetry(Exception):
@@ -109,9 +103,7 @@ def create_endpoint(tenant_id: str, url: str, event_types: Sequence[str] | None)
             created_at=dt.datetime.now(dt.UTC),
         )
         session.add(endpoint)
-        created = {**_public(endpoint), "secret": endpoint.secret}
-    forget_endpoints()  # committed: this process sees it from the next outcome on
-    return created
+        return {**_public(endpoint), "secret": endpoint.secret}
 
 
 def list_endpoints(tenant_id: str) -> list[dict[str, Any]]:
@@ -131,53 +123,7 @@ def delete_endpoint(tenant_id: str, endpoint_id: str) -> bool:
                 WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.id == endpoint_id
             )
         )
-    forget_endpoints()
-    return bool(getattr(result, "rowcount", 0))
-
-
-Listed = tuple[str, str, list[str] | None]
-"""(endpoint id, tenant id, message types or None for all)."""
-_listed: dict[str, tuple[float, list[Listed]]] = {}
-_listed_lock = threading.Lock()
-
-
-def forget_endpoints() -> None:
-    """Drop what this process remembers of every tenant's endpoints."""
-    with _listed_lock:
-        _listed.clear()
-
-
-def endpoints_of(tenant_ids: Iterable[str]) -> list[Listed]:
-    """The endpoints of these tenants: read at most every ENDPOINT_CACHE_SECONDS per tenant
-    (one query for the tenants not remembered), so an outcome of a tenant without endpoints
-    usually costs no statement."""
-    now = time.monotonic()
-    found: list[Listed] = []
-    stale: set[str] = set()
-    with _listed_lock:
-        for tenant_id in tenant_ids:
-            held = _listed.get(tenant_id)
-            if held is not None and now - held[0] < ENDPOINT_CACHE_SECONDS:
-                found.extend(held[1])
-            else:
-                stale.add(tenant_id)
-    if not stale:
-        return found
-    with session_scope() as session:
-        rows = session.execute(
-            select(WebhookEndpoint.id, WebhookEndpoint.tenant_id, WebhookEndpoint.event_types)
-            .where(WebhookEndpoint.tenant_id.in_(stale))
-            .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
-        ).tuples()
-        fresh: dict[str, list[Listed]] = {tenant_id: [] for tenant_id in stale}
-        for endpoint_id, tenant_id, event_types in rows:
-            fresh[tenant_id].append((endpoint_id, tenant_id, event_types))
-    with _listed_lock:
-        if len(_listed) > 10_000:
-            _listed.clear()
-        for tenant_id, listed in fresh.items():
-            _listed[tenant_id] = (now, listed)
-    return found + [endpoint for listed in fresh.values() for endpoint in listed]
+        return bool(getattr(result, "rowcount", 0))
 
 
 def messages_for(changes: Sequence[StatusChange]) -> list[tuple[str, dict[str, Any]]]:
@@ -187,9 +133,14 @@ def messages_for(changes: Sequence[StatusChange]) -> list[tuple[str, dict[str, A
     typed = [(STATUS_TYPES[c.status], c) for c in changes if c.status in STATUS_TYPES]
     if not typed:
         return []
-    endpoints = endpoints_of({c.tenant_id for _, c in typed})
-    if not endpoints:
-        return []
+    with session_scope() as session:
+        endpoints = list(
+            session.scalars(
+                select(WebhookEndpoint).where(
+                    WebhookEndpoint.tenant_id.in_({c.tenant_id for _, c in typed})
+                )
+            )
+        )
     timestamp = dt.datetime.now(dt.UTC).isoformat()
     messages = []
     for kind, change in typed:
@@ -207,11 +158,11 @@ def messages_for(changes: Sequence[StatusChange]) -> list[tuple[str, dict[str, A
             },
         }
         message = {"id": f"msg_{change.delivery_id}_{change.status}", "body": body}
-        for endpoint_id, tenant_id, event_types in endpoints:
-            if tenant_id != change.tenant_id:
+        for endpoint in endpoints:
+            if endpoint.tenant_id != change.tenant_id:
                 continue
-            if event_types is None or kind in event_types:
-                messages.append((endpoint_id, message))
+            if endpoint.event_types is None or kind in endpoint.event_types:
+                messages.append((endpoint.id, message))
     return messages
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, Select, Table, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, func, literal, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -596,7 +596,9 @@ def _insert_deliveries(session: Session, rows: list[dict[str, Any]]) -> list[tup
     (their no-op update is what makes RETURNING show them)."""
     if not rows:
         return []
-    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    if session.get_bind().dialect.name == "postgresql":
+        return _insert_deliveries_postgresql(session, rows)
+    module = sqlite
     table = _DELIVERY_TABLE
     statement = (
         module.insert(table)
@@ -608,6 +610,54 @@ def _insert_deliveries(session: Session, rows: list[dict[str, Any]]) -> list[tup
         .returning(table.c.channel, table.c.id, table.c.status)
     )
     returned = session.execute(statement, rows).tuples().all()
+    return [(channel, pk) for channel, pk, status in returned if status == DeliveryStatus.QUEUED]
+
+
+# PostgreSQL: a page's rows as one array per column, unnested into one INSERT ... SELECT.
+# The statement text stays the same whatever the page's size, so it is parsed once; a
+# multi-row VALUES list (what an executemany with RETURNING becomes) is a new text of
+# megabytes per page that the driver and the server both parse: the plan's largest cost.
+_ARRAY_COLUMNS = (
+    ("event_pk", "bigint"),
+    ("tenant_id", "text"),
+    ("recipient", "text"),
+    ("channel", "text"),
+    ("priority", "text"),
+    ("status", "text"),
+    ("reason", "text"),
+    ("not_before", "timestamptz"),
+    ("retry_key", "text"),
+    ("attempts", "integer"),
+    ("created_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+)
+_INSERT_UNNESTED = text(
+    "INSERT INTO deliveries (event_pk, tenant_id, recipient, channel, priority, status, "
+    "reason, not_before, retry_key, attempts, created_at, updated_at) "
+    "SELECT * FROM unnest(CAST(:event_pk AS bigint[]), CAST(:tenant_id AS text[]), "
+    "CAST(:recipient AS text[]), CAST(:channel AS text[]), CAST(:priority AS text[]), "
+    "CAST(:status AS text[]), CAST(:reason AS text[]), CAST(:not_before AS timestamptz[]), "
+    "CAST(:retry_key AS text[]), CAST(:attempts AS integer[]), "
+    "CAST(:created_at AS timestamptz[]), CAST(:updated_at AS timestamptz[])) "
+    "ON CONFLICT (event_pk, recipient, channel) DO UPDATE "
+    "SET updated_at = deliveries.updated_at WHERE deliveries.status = :queued "
+    "RETURNING channel, id, status"
+)
+
+
+def _plain(value: Any) -> str | None:
+    return None if value is None else str(value)  # a StrEnum as its text
+
+
+def _insert_deliveries_postgresql(
+    session: Session, rows: list[dict[str, Any]]
+) -> list[tuple[str, int]]:
+    params: dict[str, Any] = {
+        name: [_plain(row.get(name)) if kind == "text" else row.get(name) for row in rows]
+        for name, kind in _ARRAY_COLUMNS
+    }
+    params["queued"] = str(DeliveryStatus.QUEUED)
+    returned = session.execute(_INSERT_UNNESTED, params).tuples().all()
     return [(channel, pk) for channel, pk, status in returned if status == DeliveryStatus.QUEUED]
 
 

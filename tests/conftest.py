@@ -61,10 +61,6 @@ def db(migrated: None) -> Iterator[None]:
     with engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):
             conn.execute(table.delete())
-    # What the process remembers of the rows just deleted (webhook endpoints, ~1 s).
-    from notifier.outbound_webhooks import forget_endpoints
-
-    forget_endpoints()
     yield
 
 
