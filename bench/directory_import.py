@@ -31,7 +31,7 @@ import psycopg
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TENANT = "bench-import"
-COLUMNS = ("tenant_id", "id", "name", "role", "email", "phone", "line_user_id", "locale")
+COLUMNS = ("tenant_id", "id", "name", "role", "addresses", "locale")
 
 
 def user(i: int) -> dict[str, Any]:
@@ -73,9 +73,7 @@ def baseline_rows(users: int) -> Iterator[tuple[Any, ...]]:
             u["id"],
             u["name"],
             u["role"],
-            u["email"],
-            u["phone"],
-            u["lineUserId"],
+            json.dumps({"email": u["email"], "sms": u["phone"], "line": u["lineUserId"]}),
             u["locale"],
         )
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from config.settings import Variable
-    from notifier.models import Tenant
+    from notifier.models import Tenant, User
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -152,6 +152,13 @@ class Channel:
     """Parts used when their template exists, rendered as JSON (LINE's "messages.json")."""
     tracks_links: ClassVar[bool] = False
     """Whether the links its templates print (`track(url)`) become signed /c/ click links."""
+    unsubscribe_link: ClassVar[bool] = False
+    """Whether its messages carry a signed one-click unsubscribe link (`links.unsubscribe`)."""
+    audience: ClassVar[str] = "person"
+    """Who it reaches: "person" (an address of the person's own, stored in the directory's
+    `addresses` under the channel's name), "staff" (the tenant's address, for staff only),
+    "subscriptions" (the person's Web Push subscriptions) or "topic" (one message per
+    event and category, nobody in particular)."""
     outbox_view: ClassVar[str] = "text"
     """How the /outbox page draws a message: "email", "line", "sms", "push", "slack",
     "topic", or "text" (subject and text, the generic view)."""
@@ -186,6 +193,32 @@ class Channel:
         it unless NOTIFIER_<CHANNEL>_BACKEND says otherwise (the first such backend of the
         module wins; none: the outbox)."""
         return False
+
+    @classmethod
+    def address_of(cls, user: User | None, tenant: Tenant, category: str) -> str | None:
+        """Where a message to `user` goes on this channel, or None when it cannot reach
+        them: by default the address the directory stores under the channel's name (a
+        "staff" channel says where the tenant keeps its address)."""
+        if cls.audience == "topic":
+            return category
+        if user is None or cls.audience == "staff":
+            return None
+        if cls.audience == "subscriptions":
+            return user.id
+        return (user.addresses or {}).get(cls.name)
+
+    @classmethod
+    def address_column(cls) -> Any:
+        """`address_of` as SQL over the users (joined to their tenant), so that planning
+        finds a page's suppressed addresses in its one query; None: nothing to compare."""
+        from notifier.models import User
+
+        return User.addresses[cls.name].as_string() if cls.audience == "person" else None
+
+    @classmethod
+    def credentials_of(cls, tenant: Tenant) -> dict[str, Any]:
+        """The tenant's own secrets for this channel (never stored with a message)."""
+        return {}
 
     def unavailable(self, tenant: Tenant, category: str) -> str | None:
         """Why this backend cannot send for `tenant` with its settings, or None: channel

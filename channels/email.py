@@ -80,6 +80,7 @@ class EmailChannel(Channel):
     name = "email"
     template_parts = ("subject", "txt", "html")
     tracks_links = True
+    unsubscribe_link = True  # RFC 8058 List-Unsubscribe headers
     outbox_view = "email"
     outbox_color = "#2563eb"
     variables = (

@@ -280,6 +280,11 @@ class LineChannel(Channel):
     def uses_credentials_of(cls, environ: Mapping[str, str]) -> bool:
         return bool(environ.get("LINE_CHANNEL_ACCESS_TOKEN", "").strip())
 
+    @classmethod
+    def credentials_of(cls, tenant: Tenant) -> dict[str, Any]:
+        token = tenant.line_channel_access_token
+        return {"line_channel_access_token": token} if token else {}
+
     def unavailable(self, tenant: Tenant, category: str) -> str | None:
         if tenant.line_channel_access_token or self.settings.access_token:
             return None

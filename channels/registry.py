@@ -62,6 +62,20 @@ def channel_names() -> tuple[str, ...]:
 
 
 @cache
+def person_channels() -> tuple[str, ...]:
+    """The channels that reach people (every channel but the topics)."""
+    return tuple(name for name, _ in person_declarations())
+
+
+@cache
+def person_declarations() -> tuple[tuple[str, type[Channel]], ...]:
+    """(name, declaring class) of every channel that reaches people, looked up once (the
+    planner asks for each person of a page)."""
+    found = ((name, declaration(name)) for name in channel_names())
+    return tuple((name, cls) for name, cls in found if cls.audience != "topic")
+
+
+@cache
 def _module_declarations(name: str) -> Declared:
     module = importlib.import_module(f"channels.{name}")
     mine = [
@@ -94,11 +108,17 @@ def declaration(name: str) -> type[Channel]:
 def register(channel: type[Channel], *backends: type[Channel]) -> None:
     """Add a channel declared outside this package (a plugin, a test)."""
     _registered[channel.name] = Declared(channel, {cls.backend: cls for cls in backends})
-    reset_channels()
+    _forget()
 
 
 def unregister(name: str) -> None:
     _registered.pop(name, None)
+    _forget()
+
+
+def _forget() -> None:
+    person_channels.cache_clear()
+    person_declarations.cache_clear()
     reset_channels()
 
 

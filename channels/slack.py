@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
@@ -34,6 +34,9 @@ from channels.base import (
 )
 from config.settings import Variable
 from notifier.urlpolicy import BlockedURL, check_url, guarded_session, sanitized_reason
+
+if TYPE_CHECKING:
+    from notifier.models import Tenant, User
 
 log = logging.getLogger("notifier.channels.slack")
 
@@ -76,6 +79,7 @@ class SlackChannel(Channel):
     label = "Slack"
     template_parts = ("title", "txt")
     tracks_links = True
+    audience = "staff"
     outbox_view = "slack"
     outbox_color = "#4a154b"
     variables = (
@@ -100,6 +104,16 @@ class SlackChannel(Channel):
     def __init__(self, settings: SlackSettings | None = None) -> None:
         super().__init__()
         self.settings = settings or SlackSettings.from_env()
+
+    @classmethod
+    def address_of(cls, user: User | None, tenant: Tenant, category: str) -> str | None:
+        return tenant.slack_webhook_url  # the tenant's incoming webhook, for its staff
+
+    @classmethod
+    def address_column(cls) -> Any:
+        from notifier.models import Tenant
+
+        return Tenant.slack_webhook_url
 
     def build_payload(self, message: Message) -> dict[str, Any]:
         subject = message.subject.strip()

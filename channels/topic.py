@@ -65,6 +65,7 @@ class TopicSettings:
 class TopicChannel(Channel):
     name = "topic"
     template_parts = ("title", "txt")
+    audience = "topic"
     outbox_view = "topic"
     outbox_color = "#0891b2"
     variables = tuple(

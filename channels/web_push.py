@@ -235,6 +235,7 @@ class WebPushChannel(Channel):
     name = "web_push"
     label = "push"
     template_parts = ("title", "txt")
+    audience = "subscriptions"
     outbox_view = "push"
     outbox_color = "#ea580c"
     variables = (

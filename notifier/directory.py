@@ -43,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from channels.registry import person_declarations
 from config.routing import ADMIN_ROLES, STAFF_ROLES
 from notifier.db import session_scope
 from notifier.events import InvalidEvent
@@ -198,6 +199,43 @@ class PushSubscriptionDoc(_Doc):
     keys: PushKeys
 
 
+ADDRESS_FIELDS = {"email": "email", "phone": "sms", "line_user_id": "line"}
+"""The document's own fields for the addresses of the first channels, and their channel:
+stored, like every channel's address, in the person's `addresses` under the channel."""
+Address = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+def _address_channels() -> list[str]:
+    """The channels that reach a person at an address of their own, but those with a field
+    of the document (which checks its address: one email address, not a list)."""
+
+    fields = set(ADDRESS_FIELDS.values())
+    return [c for c, cls in person_declarations() if cls.audience == "person" and c not in fields]
+
+
+def _known_channels(value: dict[str, Any]) -> dict[str, Any]:
+    for channel in value:
+        if channel not in _address_channels():
+            raise ValueError(f"{channel!r} is not a channel with a person's address")
+    return value
+
+
+def address_schema(schema: dict[str, Any]) -> None:
+    """The channels as the schema's property names (asked of the registry when the schema
+    is generated, not when this module is imported)."""
+    channels = _address_channels()
+    if channels:
+        schema["propertyNames"] = {"enum": channels}
+    else:  # every channel with a person's address has a field of its own
+        schema["maxProperties"] = 0
+
+
+ADDRESSES_DESCRIPTION = (
+    "The person's address on each other channel, by channel name (email, phone and "
+    "lineUserId are fields of their own)."
+)
+
+
 class UserFields(_Stored):
     """A person, as `PUT /users/{userId}` takes it: the id comes from the path, the tenant
     from the API key."""
@@ -207,6 +245,9 @@ class UserFields(_Stored):
     email: str | None = Field(None, max_length=320, json_schema_extra=EMAIL_SCHEMA)
     phone: str | None = Field(None, max_length=32)
     line_user_id: str | None = Field(None, max_length=64)
+    addresses: Annotated[dict[str, Address], AfterValidator(_known_channels)] = Field(
+        default_factory=dict, description=ADDRESSES_DESCRIPTION, json_schema_extra=address_schema
+    )
     locale: str | None = Field(None, max_length=16)
     timezone: str | None = Field(None, max_length=64)
     active: StrictBool = True
@@ -349,6 +390,11 @@ def _rows(kind: str, tenant_id: str, record: _Doc, now: dt.datetime) -> list[tup
     values["tenant_id"] = tenant_id
     if kind != "users":
         return [(kind, values)]
+    addresses = dict(values["addresses"])
+    for name, channel in ADDRESS_FIELDS.items():
+        if address := values.pop(name):
+            addresses[channel] = address
+    values["addresses"] = addresses
     rows = [("users", {**values, "created_at": now, "updated_at": now})]
     for sub in cast(UserFields, record).web_push_subscriptions:
         row = {
@@ -546,6 +592,8 @@ class _Kind:
 
 
 USERS = _Kind("users", User, UserFields, UserRecord)
+_NOT_COLUMNS = frozenset({*ADDRESS_FIELDS, "addresses"})
+"""A person's fields read from their `addresses`, not from columns of their own."""
 MEMBERSHIPS = _Kind(
     "memberships", Membership, MembershipFields, MembershipRecord, (("user_id", User),)
 )
@@ -564,10 +612,14 @@ def _get(kind: _Kind, tenant_id: str, record_id: str) -> dict[str, Any] | None:
         values = {
             field.alias or name: getattr(row, name)
             for name, field in fields.items()
-            if name != "web_push_subscriptions"
+            if name != "web_push_subscriptions" and (kind is not USERS or name not in _NOT_COLUMNS)
         }
         if kind is USERS:
             values["preferences"] = clean(values.get("preferences"))
+            stored = dict(row.addresses or {})
+            for name, channel in ADDRESS_FIELDS.items():
+                values[to_camel(name)] = stored.pop(channel, None)
+            values["addresses"] = stored
             values["webPushSubscriptions"] = push_subscriptions(
                 session, tenant_id, [record_id]
             ).get(record_id, [])
@@ -758,18 +810,27 @@ def page_starts(session: Session, query: Select[Any], page_size: int) -> list[st
 
 
 def as_person(user: User, tenant: Tenant, has_web_push: bool) -> Person:
-    """A user as channel selection sees them."""
+    """A user as channel selection sees them: where each channel reaches them, as the
+    channel declares it (a tenant's own address only for its staff, Web Push with a
+    subscription)."""
+    staff = user.role in STAFF_ROLES
+    addresses: dict[str, str] = {}
+    for channel, declared in person_declarations():
+        if declared.audience == "subscriptions":
+            address = "subscriptions" if has_web_push else None
+        elif declared.audience == "staff" and not staff:
+            address = None
+        else:
+            address = declared.address_of(user, tenant, "")
+        if address:
+            addresses[channel] = address
     return Person(
         id=user.id,
         role=user.role,
-        email=user.email,
-        phone=user.phone,
-        line_user_id=user.line_user_id,
-        has_web_push=has_web_push,
-        slack_webhook=tenant.slack_webhook_url,
+        addresses=addresses,
         timezone=user.timezone or tenant.timezone or "UTC",
         preferences=user.preferences or {},
-        is_staff=user.role in STAFF_ROLES,
+        is_staff=staff,
     )
 
 

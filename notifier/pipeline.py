@@ -17,7 +17,13 @@ from sqlalchemy import ColumnElement, Select, Table, func, literal, or_, select,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from channels.registry import channel_names, get_channel, not_configured
+from channels.registry import (
+    channel_names,
+    declaration,
+    get_channel,
+    not_configured,
+    person_channels,
+)
 from config.routing import ROUTES, STAFF_ROLES, Route
 from config.settings import get_settings
 from notifier import metrics
@@ -403,25 +409,25 @@ def _json_array(session: Session, *values: Any) -> Any:
     return func.json_build_array(*values) if postgres else func.json_array(*values)
 
 
+def _suppressed_address(channel: str, column: Any) -> ColumnElement[bool]:
+    """A suppression of the address the channel reaches the user at (a tenant's address
+    reaches its staff only)."""
+    match = (Suppression.channel == channel) & (Suppression.address == column)
+    return match & User.role.in_(STAFF_ROLES) if declaration(channel).audience == "staff" else match
+
+
 def _people_page(
     session: Session, audience: Audience, page: Page, now: dt.datetime, web_push: bool
 ) -> list[Any]:
     """One statement: the page's users with their tenant, the tenant's channels turned off
     now (a JSON array), each user's suppressed channels and whether they have a push
     subscription."""
-    addresses = {
-        "email": User.email,
-        "sms": User.phone,
-        "line": User.line_user_id,
-    }
     suppressed_here = or_(
         *(
-            (Suppression.channel == channel) & (Suppression.address == column)
-            for channel, column in addresses.items()
-        ),
-        (Suppression.channel == "slack")
-        & (Suppression.address == Tenant.slack_webhook_url)
-        & User.role.in_(STAFF_ROLES),
+            _suppressed_address(channel, column)
+            for channel in person_channels()
+            if (column := declaration(channel).address_column()) is not None
+        )
     )
     suppressed = (
         select(_aggregate(session, Suppression.channel, as_json=False))

@@ -28,7 +28,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -42,6 +42,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from sqlalchemy import select
 
+from channels.registry import person_channels
 from config.routing import ROUTES
 from notifier.db import session_scope
 from notifier.events import EVENT_TYPES
@@ -70,7 +71,10 @@ EventTypeName = Literal[
     "system.backup_completed",
     "system.maintenance",
 ]
-PersonChannel = Literal["line", "email", "sms", "web_push", "slack"]
+if TYPE_CHECKING:
+    PersonChannel = str
+else:  # the registry's channels that reach people, as the schema's enum
+    PersonChannel = Literal[person_channels()]
 ChangeSource = Literal["api", "directory", "preference_center", "unsubscribe"]
 """Who changed a person's preferences: the preferences route, `PUT`/`PATCH /users/{userId}`,
 the person on the preference center, or the person's one-click unsubscribe."""
@@ -133,7 +137,7 @@ class Schedule(_Camel):
     )
 
 
-ChannelList = Annotated[list[PersonChannel], Field(max_length=5)]
+ChannelList = Annotated[list[PersonChannel], Field(max_length=len(person_channels()))]
 
 
 class PriorityLists(_Camel):

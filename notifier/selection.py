@@ -6,51 +6,51 @@ Pure functions over a `Person` snapshot, so every rule is testable without a dat
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
+from channels.registry import declaration, person_channels
 from notifier.models import DeliveryStatus
 from notifier.quiet_hours import QuietSchedule
 
-PERSON_CHANNELS = ("line", "sms", "email", "web_push", "slack")
-# The seed's "critical -> every channel"; Slack joins for staff, who are on the tenant's Slack.
-CRITICAL_CHANNELS = ("line", "sms", "email", "web_push")
 DEFAULT_CHANNELS = ("web_push",)
-# Keys of the seed's NotificationPreference.channels map.
-PREFERENCE_KEYS = {
-    "line": "line",
-    "email": "email",
-    "sms": "sms",
-    "web_push": "webPush",
-    "slack": "slack",
-}
+
+
+@cache
+def _critical(channels: tuple[str, ...], staff: bool) -> tuple[str, ...]:
+    """The seed's "critical -> every channel": every channel of the person's own, then the
+    tenant's (Slack) for staff, who are on them."""
+    own = tuple(c for c in channels if declaration(c).audience != "staff")
+    return own + tuple(c for c in channels if staff and c not in own)
+
+
+def preference_keys() -> dict[str, str]:
+    """Channel -> its key in the seed's NotificationPreference.channels map, for every
+    channel that reaches people (camelCase: web_push is "webPush")."""
+    return _keys(person_channels())
+
+
+@cache
+def _keys(channels: tuple[str, ...]) -> dict[str, str]:
+    return {channel: to_camel(channel) for channel in channels}
 
 
 @dataclass(frozen=True)
 class Person:
     id: str
     role: str
-    email: str | None
-    phone: str | None
-    line_user_id: str | None
-    has_web_push: bool
-    slack_webhook: str | None
+    addresses: Mapping[str, str]
+    """Channel -> where this person is reached on it, for the channels that reach them."""
     timezone: str
     preferences: dict[str, Any]
     is_staff: bool = False
 
     def address(self, channel: str) -> str | None:
-        if channel == "line":
-            return self.line_user_id
-        if channel == "email":
-            return self.email
-        if channel == "sms":
-            return self.phone
-        if channel == "web_push":
-            return "subscriptions" if self.has_web_push else None
-        if channel == "slack":
-            return self.slack_webhook if self.is_staff else None
-        return None
+        return self.addresses.get(channel)
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def topic_opt_out(
 ) -> str | None:
     """Why the person's `eventTypes` or `categories` switches turn `channel` off for this
     event, or None. The event type's switch decides when it is set, else the category's."""
-    key = PREFERENCE_KEYS.get(channel)
+    key = preference_keys().get(channel)
     if key is None:
         return None
     if event_type:
@@ -87,12 +87,12 @@ def topic_opt_out(
 
 def candidate_channels(person: Person, priority: str) -> tuple[str, ...]:
     if priority == "critical":
-        return CRITICAL_CHANNELS + (("slack",) if person.is_staff else ())
+        return _critical(person_channels(), person.is_staff)
     lists = person.preferences.get("priority") or {}
     chosen = lists.get(priority) if isinstance(lists, dict) else None
     if isinstance(chosen, list) and chosen:
         # Keep the person's order; drop duplicates and unknown names.
-        return tuple(dict.fromkeys(c for c in chosen if c in PERSON_CHANNELS))
+        return tuple(dict.fromkeys(c for c in chosen if c in person_channels()))
     return DEFAULT_CHANNELS
 
 
@@ -128,7 +128,7 @@ def select_channels(
             choices.append(Choice(channel, DeliveryStatus.SKIPPED, "narrowed by metadata.channels"))
         elif unavailable and channel in unavailable:
             choices.append(Choice(channel, DeliveryStatus.SKIPPED, unavailable[channel]))
-        elif isinstance(opted, dict) and opted.get(PREFERENCE_KEYS[channel]) is False:
+        elif isinstance(opted, dict) and opted.get(preference_keys()[channel]) is False:
             choices.append(Choice(channel, DeliveryStatus.SKIPPED, "opted out"))
         elif topics and (why := topic_opt_out(person.preferences, channel, event_type, category)):
             choices.append(Choice(channel, DeliveryStatus.SKIPPED, why))
@@ -167,13 +167,13 @@ def fallback_channel(
     order = list(candidate_channels(person, priority))
     for level in ("high", "medium", "low"):
         extra = lists.get(level) if isinstance(lists, dict) else None
-        order.extend(c for c in (extra or []) if c in PERSON_CHANNELS)
+        order.extend(c for c in (extra or []) if c in person_channels())
     opted = person.preferences.get("channels") or {}
     start = order.index(failed) + 1 if failed in order else 0
     for channel in dict.fromkeys(order[start:] + order[:start]):
         if channel in taken or channel == failed or not person.address(channel):
             continue
-        if isinstance(opted, dict) and opted.get(PREFERENCE_KEYS[channel]) is False:
+        if isinstance(opted, dict) and opted.get(preference_keys()[channel]) is False:
             continue
         if topic_opt_outs and topic_opt_out(person.preferences, channel, event_type, category):
             continue

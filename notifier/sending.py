@@ -31,7 +31,7 @@ from channels.base import (
     PermanentChannelError,
     TransientChannelError,
 )
-from channels.registry import declaration, get_channel
+from channels.registry import declaration, get_channel, person_channels
 from config.routing import ROUTES
 from config.settings import get_settings
 from notifier import ratelimit
@@ -51,7 +51,7 @@ from notifier.outcomes import AfterCommit, Target, record
 from notifier.preferences import TEXT_LINK_CHANNELS, critical_ignores_opt_outs, link_line
 from notifier.preferences import link_for as preference_link
 from notifier.rendering import LINK_TRACKER, TemplateProblem, brand, render
-from notifier.selection import PERSON_CHANNELS, fallback_channel
+from notifier.selection import fallback_channel
 from notifier.signing import link_tracker, unsubscribe_url
 
 log = logging.getLogger("notifier.send")
@@ -205,7 +205,7 @@ def claim_with_context(
         ctx.events[event.id], ctx.tenants[tenant.id] = event, tenant
         if user is not None:
             ctx.users[(user.tenant_id, user.id)] = user
-    if channel == "web_push" and deliveries:
+    if _reaches_subscriptions(channel) and deliveries:
         ctx.subscriptions.update(_subscriptions(session, deliveries))
     return deliveries, ctx
 
@@ -243,8 +243,12 @@ def load_context(session: Session, channel: str, deliveries: list[Delivery]) -> 
             select(User).where(User.tenant_id.in_(tenant_ids), User.id.in_(recipients))
         )
     }
-    subscriptions = _subscriptions(session, deliveries) if channel == "web_push" else {}
+    subscriptions = _subscriptions(session, deliveries) if _reaches_subscriptions(channel) else {}
     return ChunkContext(events, tenants, users, subscriptions)
+
+
+def _reaches_subscriptions(channel: str) -> bool:
+    return declaration(channel).audience == "subscriptions"
 
 
 def _subscriptions(
@@ -259,18 +263,7 @@ def _subscriptions(
 
 
 def address_for(channel: str, user: User | None, tenant: Tenant, category: str) -> str | None:
-    if channel == "topic":
-        return category
-    if channel == "slack":
-        return tenant.slack_webhook_url
-    if user is None:
-        return None
-    return {
-        "line": user.line_user_id,
-        "email": user.email,
-        "sms": user.phone,
-        "web_push": user.id,
-    }.get(channel)
+    return declaration(channel).address_of(user, tenant, category)
 
 
 def person_context(
@@ -327,9 +320,10 @@ def build_message(delivery: Delivery, ctx: ChunkContext) -> Message:
     user = ctx.user(delivery)
     payload = event.payload
     route = ROUTES[event.event_type]
+    declared = declaration(delivery.channel)
     unsubscribe = (
         unsubscribe_url(tenant.id, user.id, delivery.channel)
-        if user is not None and delivery.channel == "email"
+        if user is not None and declared.unsubscribe_link
         else None
     )
     settings_link = preference_link(tenant, user, delivery.channel)
@@ -344,7 +338,7 @@ def build_message(delivery: Delivery, ctx: ChunkContext) -> Message:
         },
         **person_context(delivery.recipient, user, tenant, unsubscribe, settings_link),
     }
-    if declaration(delivery.channel).tracks_links:
+    if declared.tracks_links:
         context[LINK_TRACKER] = link_tracker(
             delivery_id=delivery.id,
             tenant_id=tenant.id,
@@ -359,12 +353,10 @@ def build_message(delivery: Delivery, ctx: ChunkContext) -> Message:
     if unsubscribe:
         attributes["unsubscribe_url"] = unsubscribe
     text = with_preference_link(delivery.channel, text, attributes, settings_link)
-    if delivery.channel == "topic":
+    if declared.audience == "topic":
         attributes.update(category=route.category, event=payload)
-    credentials: dict[str, Any] = {}
-    if delivery.channel == "line" and tenant.line_channel_access_token:
-        credentials["line_channel_access_token"] = tenant.line_channel_access_token
-    if delivery.channel == "web_push":
+    credentials = declared.credentials_of(tenant)
+    if declared.audience == "subscriptions":
         credentials["subscriptions"] = ctx.subscriptions.get(
             (delivery.tenant_id, delivery.recipient), []
         )
@@ -619,7 +611,11 @@ def _record(
         else:
             outcome.failed += 1
             user = ctx.user(delivery)
-            if user is not None and delivery.fallback_of is None and delivery.channel != "topic":
+            if (
+                user is not None
+                and delivery.fallback_of is None
+                and declaration(delivery.channel).audience != "topic"
+            ):
                 event = ctx.events[delivery.event_pk]
                 tenant = ctx.tenants[delivery.tenant_id]
                 _fall_back(session, delivery, event, user, tenant, outcome, now)
@@ -644,7 +640,7 @@ def _fall_back(
     taken |= set(unavailable_channels(session, tenant.id, now))
     narrowed = (event.payload.get("metadata") or {}).get("channels")
     if narrowed:  # the sender limited the channels: a fallback stays inside that limit
-        taken |= {c for c in PERSON_CHANNELS if c not in narrowed}
+        taken |= {c for c in person_channels() if c not in narrowed}
     person = people_for(session, tenant, [user])[0]
     channel = fallback_channel(
         person,

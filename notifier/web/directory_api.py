@@ -24,7 +24,9 @@ from pydantic.alias_generators import to_camel
 
 from notifier import directory, preferences
 from notifier.directory import (
+    ADDRESSES_DESCRIPTION,
     EMAIL_SCHEMA,
+    Address,
     BookingFields,
     BookingRecord,
     CourseFields,
@@ -35,6 +37,7 @@ from notifier.directory import (
     TenantDirectory,
     UserFields,
     UserRecord,
+    address_schema,
 )
 from notifier.web.bodies import Problem
 from notifier.web.events_api import FieldError, api_tenant
@@ -59,6 +62,9 @@ class UserPatch(BaseModel):
     email: str | None = Field(None, max_length=320, json_schema_extra=EMAIL_SCHEMA)
     phone: str | None = Field(None, max_length=32)
     line_user_id: str | None = Field(None, max_length=64)
+    addresses: dict[str, Address | None] | None = Field(
+        None, description=ADDRESSES_DESCRIPTION, json_schema_extra=address_schema
+    )
     locale: str | None = Field(None, max_length=16)
     timezone: str | None = Field(None, max_length=64)
     active: StrictBool | None = None

@@ -117,7 +117,7 @@ def _suppress_emails(
     if not addresses:
         return 0
     user = session.get(User, (delivery.tenant_id, delivery.recipient))
-    stored = user.email if user is not None and user.email else None
+    stored = (user.addresses or {}).get("email") if user is not None else None
     spelled = {
         stored if stored and stored.lower() == address.lower() else address for address in addresses
     }
@@ -160,7 +160,9 @@ def apply_line_events(events: Any, now: dt.datetime) -> dict[str, int]:
         with session_scope() as session:
             tenants = list(
                 session.scalars(
-                    select(User.tenant_id).where(User.line_user_id == line_user_id).distinct()
+                    select(User.tenant_id)
+                    .where(User.addresses["line"].as_string() == line_user_id)
+                    .distinct()
                 )
             )
             if not tenants:

@@ -12,11 +12,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
 
-from channels.registry import declaration
+from channels.registry import declaration, person_channels
 from notifier.db import session_scope
 from notifier.models import Click, Delivery, Tenant, User, utcnow
 from notifier.preferences import change_of
-from notifier.selection import PREFERENCE_KEYS
+from notifier.selection import preference_keys
 from notifier.signing import BadSignature, is_web_url, verify
 from notifier.web.pages import render_page
 from notifier.web.preferences_api import announce
@@ -129,7 +129,7 @@ def unsubscribe_target(token: str) -> tuple[str, str, str]:
     tenant_id, user_id, channel = payload.get("t"), payload.get("u"), payload.get("c")
     if not (_short_text(tenant_id, 128) and _short_text(user_id, 128)):
         raise BadLink("incomplete token")
-    if not isinstance(channel, str) or channel not in PREFERENCE_KEYS:
+    if not isinstance(channel, str) or channel not in person_channels():
         raise BadLink("incomplete token")
     return tenant_id, user_id, channel
 
@@ -143,7 +143,7 @@ def tenant_name(tenant_id: str) -> str:
 def unsubscribe(tenant_id: str, user_id: str, channel: str) -> bool:
     """Opt the user out of the channel (preferences.channels[<key>] = false), and announce
     the change (`preferences.updated`). Idempotent; False when the user no longer exists."""
-    key = PREFERENCE_KEYS[channel]
+    key = preference_keys()[channel]
     change = None
     with session_scope() as session:
         user = session.scalars(

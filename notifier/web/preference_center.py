@@ -31,14 +31,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
-from config.routing import STAFF_ROLES
 from config.settings import get_settings, require_secret_key
 from notifier import preferences
 from notifier.db import session_scope
+from notifier.directory import as_person
 from notifier.models import Tenant, User, WebPushSubscription
 from notifier.preferences import CATEGORIES
 from notifier.rendering import normalize_locale
-from notifier.selection import PREFERENCE_KEYS
+from notifier.selection import preference_keys
 from notifier.signing import BadSignature, epoch_day, is_web_url, verify_preference_token
 from notifier.web.bodies import read_body
 from notifier.web.pages import render_page
@@ -196,18 +196,12 @@ def load(tenant_id: str, user_id: str) -> View | None:
             )
             .limit(1)
         )
-        reachable = {
-            "line": bool(user.line_user_id),
-            "email": bool(user.email),
-            "sms": bool(user.phone),
-            "web_push": has_push is not None,
-            "slack": user.role in STAFF_ROLES and bool(tenant.slack_webhook_url),
-        }
+        reachable = as_person(user, tenant, has_push is not None).addresses
         return View(
             tenant_name=tenant.name or tenant.id,
             branding=dict(tenant.branding or {}),
             locale=_locale(user.locale, tenant.locale),
-            channels=[PREFERENCE_KEYS[c] for c, yes in reachable.items() if yes],
+            channels=[key for c, key in preference_keys().items() if c in reachable],
             preferences=preferences.clean(user.preferences),
             critical_ignores_opt_outs=preferences.critical_ignores_opt_outs(tenant),
         )

@@ -763,6 +763,25 @@ def test_outbox_page_paginates_newest_first_and_filters(web: Web) -> None:
     assert web.client.get("/outbox", params={"tenant": "gym\x00a"}).status_code == 422
 
 
+def test_outbox_page_draws_each_channel_as_it_declares(web: Web) -> None:
+    line = {"line_messages": [{"type": "text", "text": "hi"}]}
+    with session_scope() as session:
+        session.add_all(
+            [
+                _outbox_row(1, channel="sms"),
+                _outbox_row(2, channel="web_push", subject="Push title"),
+                _outbox_row(3, channel="line", payload=line),
+                _outbox_row(4, channel="fax", subject="Old fax", body_text="a removed channel"),
+            ]
+        )
+    page = web.client.get("/outbox").text
+    assert 'class="sms-bubble"' in page and 'class="push"' in page
+    assert 'class="line-bubble"' in page
+    assert 'style="background: #9333ea"' in page  # the colour channels/sms.py declares
+    # No module declares "fax" (any more): the generic view, subject and text.
+    assert "Old fax" in page and "a removed channel" in page
+
+
 def test_outbox_page_escapes_what_it_shows(web: Web) -> None:
     evil = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
     with session_scope() as session:

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("db")
 
 def stored_emails() -> dict[str, str | None]:
     with session_scope() as session:
-        return {user.id: user.email for user in session.scalars(select(User))}
+        return {user.id: user.addresses.get("email") for user in session.scalars(select(User))}
 
 
 @pytest.mark.parametrize(

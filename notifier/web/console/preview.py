@@ -51,9 +51,11 @@ def preview(event_type: str, locale: str, channel: str) -> dict[str, Any]:
         name="Amy Chen",
         locale=locale,
         timezone=None,
-        email="amy@example.com",
-        phone="+886912345678",
-        line_user_id="U4af4980629000000000000000000000a",
+        addresses={
+            "email": "amy@example.com",
+            "sms": "+886912345678",
+            "line": "U4af4980629000000000000000000000a",
+        },
     )
     event = Event(
         id=1,
