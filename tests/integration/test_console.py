@@ -46,7 +46,7 @@ OTHER = "gym-b"
 @pytest.fixture
 def app_client(db: None) -> Iterator[TestClient]:
     import_document(directory(person("u1"), person("u2")))
-    import_document(directory(person("u9", tenant=OTHER), tenant=OTHER))
+    import_document(directory(person("b-member", tenant=OTHER), tenant=OTHER))
     with TestClient(create_app()) as client:
         yield client
 
@@ -207,7 +207,7 @@ def test_repeated_bad_keys_lock_the_client_out_even_with_the_right_key(
 @pytest.mark.usefixtures("celery_worker", "lockout_reset")
 def test_an_operator_of_tenant_a_never_sees_tenant_b(app_client: TestClient) -> None:
     publish(event("payment.failed", eventId="a-event"))
-    publish(event("payment.failed", user="u9", tenant=OTHER, eventId="b-event"))
+    publish(event("payment.failed", user="b-member", tenant=OTHER, eventId="b-event"))
     wait_settled(expected=6)
     with session_scope() as session:
         b_event = session.scalars(select(Event).where(Event.tenant_id == OTHER)).one()
@@ -228,7 +228,7 @@ def test_an_operator_of_tenant_a_never_sees_tenant_b(app_client: TestClient) -> 
     listing = app_client.get("/console/events").text
     assert "a-event" in listing and "b-event" not in listing
     assert "b-event" not in app_client.get(f"/console/events?tenant={OTHER}").text
-    for search in ("event_id=b-event", "person=u9", "event_type=payment.failed&tenant=gym-b"):
+    for search in ("event_id=b-event", "person=b-member", "event_type=payment.failed&tenant=gym-b"):
         found = app_client.get(f"/console/events?{search}").text
         assert "No events match." in found and f"/console/events/{b_ids['event']}" not in found
     timeline = app_client.get(f"/console/events/{b_ids['event']}")
@@ -243,7 +243,7 @@ def test_an_operator_of_tenant_a_never_sees_tenant_b(app_client: TestClient) -> 
         ):
             body = app_client.get(filled, params={"tenant": OTHER}).text
             assert "b-event" not in body and "b-secret-error" not in body, filled
-            assert "u9" not in body, filled
+            assert "b-member" not in body, filled
 
 
 # -- activity and timeline --------------------------------------------------------------
