@@ -179,15 +179,30 @@ def _requeue_delivery(
     return str(channel), row.delivery_id
 
 
+def _pending_payload(dead_letter_id: int, result: ReplayResult) -> dict[str, Any] | None:
+    """The payload of a dead letter not replayed yet; None (skipped) when it was."""
+    with session_scope() as session:
+        row = session.get(DeadLetter, dead_letter_id)
+        if row is None or row.replayed_at is not None:
+            result.skipped[dead_letter_id] = "already replayed"
+            return None
+        return row.payload if isinstance(row.payload, dict) else {}
+
+
+def _replayed(dead_letter_id: int, now: dt.datetime, result: ReplayResult) -> None:
+    """Mark a dead letter whose work went out again; skipped when a concurrent replay did."""
+    with session_scope() as session:
+        if _mark_replayed(session, dead_letter_id, now):
+            result.replayed.append(dead_letter_id)
+        else:
+            result.skipped[dead_letter_id] = "already replayed"
+
+
 def _replay_ingest(
     dead_letter_id: int, now: dt.datetime, result: ReplayResult, enqueue: Enqueue
 ) -> None:
-    with session_scope() as session:
-        row = session.get(DeadLetter, dead_letter_id)
-        payload = row.payload if row is not None and isinstance(row.payload, dict) else {}
-        pending = row is not None and row.replayed_at is None
-    if not pending:
-        result.skipped[dead_letter_id] = "already replayed"
+    payload = _pending_payload(dead_letter_id, result)
+    if payload is None:
         return
     if payload.get("truncated"):
         result.failed[dead_letter_id] = "the message was truncated at 256 KB; cannot replay it"
@@ -201,22 +216,14 @@ def _replay_ingest(
     if accepted.status == EventStatus.REJECTED:
         result.failed[dead_letter_id] = describe_errors(accepted.errors)
         return
-    with session_scope() as session:
-        if _mark_replayed(session, dead_letter_id, now):
-            result.replayed.append(dead_letter_id)
-        else:
-            result.skipped[dead_letter_id] = "already replayed"
+    _replayed(dead_letter_id, now, result)
 
 
 def _replay_webhook(
     dead_letter_id: int, now: dt.datetime, result: ReplayResult, enqueue: Enqueue
 ) -> None:
-    with session_scope() as session:
-        row = session.get(DeadLetter, dead_letter_id)
-        payload = row.payload if row is not None and isinstance(row.payload, dict) else {}
-        pending = row is not None and row.replayed_at is None
-    if not pending:
-        result.skipped[dead_letter_id] = "already replayed"
+    payload = _pending_payload(dead_letter_id, result)
+    if payload is None:
         return
     endpoint_id, message = payload.get("endpointId"), payload.get("message")
     if not isinstance(endpoint_id, str) or not isinstance(message, dict):
@@ -226,8 +233,4 @@ def _replay_webhook(
     if not enqueue.send_webhook(endpoint_id, message):
         result.failed[dead_letter_id] = "broker unreachable; replay again once it is back"
         return
-    with session_scope() as session:
-        if _mark_replayed(session, dead_letter_id, now):
-            result.replayed.append(dead_letter_id)
-        else:
-            result.skipped[dead_letter_id] = "already replayed"
+    _replayed(dead_letter_id, now, result)
