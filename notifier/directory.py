@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,7 +24,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictInt,
     ValidationError,
     field_serializer,
     field_validator,
@@ -46,7 +46,14 @@ from sqlalchemy.orm import Session
 from channels.registry import person_declarations
 from config.routing import ADMIN_ROLES, STAFF_ROLES
 from notifier.db import session_scope
-from notifier.events import InvalidEvent
+from notifier.events import (
+    DATE_PATTERN,
+    DATE_TIME_PATTERN,
+    InvalidEvent,
+    integral,
+    iso_date,
+    rfc3339,
+)
 from notifier.jsonstream import MalformedDocument, document_items, json_lines_items, section_items
 from notifier.models import (
     Booking,
@@ -148,14 +155,26 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 
 def _iso_text(value: Any) -> Any:
-    """Dates and times come as ISO 8601 text (pydantic would also take a number)."""
-    if not isinstance(value, (str, dt.date)):
-        raise ValueError("expected an ISO 8601 string")
-    return value
+    """Dates and times come as RFC 3339 text (pydantic would also take a number); a date or
+    datetime given in Python is taken as it is."""
+    return value if isinstance(value, dt.date) else rfc3339(value)
 
 
-AwareTime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_utc)]
-IsoDate = Annotated[dt.date, BeforeValidator(_iso_text)]
+def _iso_date(value: Any) -> Any:
+    return value if isinstance(value, dt.date) else iso_date(value)
+
+
+AwareTime = Annotated[
+    AwareDatetime,
+    Field(json_schema_extra={"pattern": DATE_TIME_PATTERN}),
+    BeforeValidator(_iso_text),
+    AfterValidator(_utc),
+]
+IsoDate = Annotated[
+    dt.date, Field(json_schema_extra={"pattern": DATE_PATTERN}), BeforeValidator(_iso_date)
+]
+Integer = Annotated[int, BeforeValidator(integral)]
+"""A JSON integer (7 or 7.0, as JSON Schema counts them), never true or "7"."""
 
 
 class TenantDoc(_Stored):
@@ -180,9 +199,17 @@ class TenantDoc(_Stored):
     )
 
 
+EMAIL_PATTERN = (
+    r"^(?!.*\.(?:[Aa][Rr][Pp][Aa]|[Ii][Nn][Vv][Aa][Ll][Ii][Dd]|[Ll][Oo][Cc][Aa][Ll]"
+    r"|[Ll][Oo][Cc][Aa][Ll][Hh][Oo][Ss][Tt]|[Oo][Nn][Ii][Oo][Nn]|[Tt][Ee][Ss][Tt])$)"
+    r"[^\s@]{1,64}@[^\s@]+\.[^\s@]+$"
+)
+"""What the address parser takes, as far as a pattern says it beside `format: email`: one
+@, a dot in the domain, and no special-use top-level domain (.test, .local, .invalid...)."""
+_EMAIL = re.compile(EMAIL_PATTERN.removesuffix("$"))
 EMAIL_SCHEMA: dict[str, Any] = {
     "anyOf": [
-        {"type": "string", "format": "email", "maxLength": 320},
+        {"type": "string", "format": "email", "maxLength": 320, "pattern": EMAIL_PATTERN},
         {"const": "", "description": "no email address"},
         {"type": "null"},
     ]
@@ -269,6 +296,8 @@ class UserFields(_Stored):
             validate_email(value, check_deliverability=False)
         except EmailNotValidError as exc:
             raise ValueError(f"must be one email address ({exc})") from None
+        if not _EMAIL.fullmatch(value):
+            raise ValueError("must be one email address (name@domain.tld)")
         return value
 
 
@@ -303,7 +332,7 @@ class CourseFields(_Stored):
     instructor_name: str = Field("", max_length=200)
     start_time: AwareTime
     location: str = Field("", max_length=200)
-    capacity: StrictInt = Field(0, ge=0, le=2**31 - 1)
+    capacity: Integer = Field(0, ge=0, le=2**31 - 1)
     status: str = Field("scheduled", max_length=16)
 
 
@@ -453,7 +482,8 @@ class _Batches:
                         "message": "refers to a tenant, user or course that is not in the "
                         "directory (list it earlier in the document, or import it first)",
                     }
-                ]
+                ],
+                "conflict",
             ) from exc
         self.summary.changed[kind] += changed
         if kind in PARENTS:
@@ -636,7 +666,7 @@ def _put(kind: _Kind, tenant_id: str, record_id: str, fields: _Doc) -> bool:
             if session.get(model, (tenant_id, getattr(record, name))) is None
         ]
         if missing:
-            raise InvalidEvent(missing)
+            raise InvalidEvent(missing, "conflict")
         created = session.get(kind.model, (tenant_id, record_id)) is None
         rows = _rows(kind.section, tenant_id, record, utcnow())
         for row_kind in KINDS:

@@ -89,11 +89,22 @@ _METADATA_BOUNDS = (
 
 
 def _bounds(prop: dict[str, Any], field_metadata: list[Any]) -> str:
+    from notifier import events  # the patterns the descriptions and formats already say
+
+    said = {
+        events.ONE_LINE_PATTERN,
+        events.TEXT_PATTERN,
+        events.URL_PATTERN,
+        events.DATE_TIME_PATTERN,
+        events.DATE_PATTERN,
+    }
     found: list[str] = []
     for option in [prop, *_variants(prop)]:
         for key, text in _BOUNDS:
             if key == "minLength" and option.get(key) == 1:
                 found.append("not empty")
+            elif key == "pattern" and option.get(key) in said:
+                continue
             elif key in option:
                 found.append(text.format(option[key]))
     for item in field_metadata:

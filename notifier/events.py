@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -18,6 +19,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -34,11 +36,19 @@ else:  # the registry's channels, as the schema's enum
 PRIORITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
 
 
-class InvalidEvent(ValueError):
-    """An event that cannot be accepted; `errors` lists every problem found."""
+Refusal = Literal["invalid", "forbidden", "conflict"]
+"""Why input is refused: invalid (its schema says no: HTTP 422), forbidden (not the API key's
+tenant, or a URL the outbound policy refuses: 403), conflict (valid, but it names a record
+that is not stored: 409)."""
 
-    def __init__(self, errors: list[dict[str, str]]):
+
+class InvalidEvent(ValueError):
+    """An event (or record) that cannot be accepted; `errors` lists every problem found,
+    `refusal` says why."""
+
+    def __init__(self, errors: list[dict[str, str]], refusal: Refusal = "invalid"):
         self.errors = errors
+        self.refusal: Refusal = refusal
         lines = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         super().__init__(f"invalid event: {lines}")
 
@@ -59,6 +69,30 @@ URL_FORBIDDEN = frozenset('<>"\\^`{|} ')
 
 
 ONE_LINE = "one line: no line breaks or other control characters"
+# The same rules as JSON Schema patterns (ECMA 262), for the OpenAPI document: what a field
+# takes is exactly what its pattern matches.
+ONE_LINE_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f\u2028\u2029]*$"
+TEXT_PATTERN = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u2028\u2029]*$"
+URL_PATTERN = (
+    r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?"
+    r"(?:[/?#][!#-;=?-\[\]_a-z~]*)?$"
+)
+"""An http(s) URL with a host name (letters, digits, dots, hyphens), an optional port, and a
+path, query or fragment of URL characters: no spaces, controls or `<>"\\^`{|}`."""
+DATE_TIME_PATTERN = (
+    r"^[1-8][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-5][0-9](?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+"""RFC 3339 with an upper-case T, years 1000 to 8999 (far from where a time converted to UTC
+leaves the calendar), no leap second, up to microseconds."""
+DATE_PATTERN = r"^[1-8][0-9]{3}-[0-9]{2}-[0-9]{2}$"
+AMOUNT_PATTERN = r"^-?(?:0|[1-9][0-9]{0,13})(?:\.[0-9]{1,4})?$"
+AMOUNT_LIMIT = 10**14
+"""An amount's magnitude is below 10^14: 14 digits before the point, 4 after."""
+_URL = re.compile(URL_PATTERN.removesuffix("$"))
+_DATE_TIME = re.compile(DATE_TIME_PATTERN.removesuffix("$"))
+_DATE = re.compile(DATE_PATTERN.removesuffix("$"))
+_AMOUNT = re.compile(AMOUNT_PATTERN.removesuffix("$"))
 
 
 def _controls(value: str, allowed: frozenset[str] = frozenset()) -> str:
@@ -97,25 +131,84 @@ def _web_url(value: str) -> str:
         raise ValueError(f"must be an http or https URL, not {scheme}")
     if not host:
         raise ValueError("must be a URL with a host name")
+    if not _URL.fullmatch(value):
+        raise ValueError(
+            "must be an http(s) URL with a host name of letters, digits, dots and hyphens"
+        )
     return value
+
+
+def rfc3339(value: Any) -> Any:
+    """A date-time as RFC 3339 text of DATE_TIME_PATTERN (pydantic alone would also take a
+    number, a lower-case t, a leap second...)."""
+    if not isinstance(value, str) or not _DATE_TIME.fullmatch(value):
+        raise ValueError("expected an RFC 3339 date-time such as 2026-11-22T09:00:00+08:00")
+    return value
+
+
+def iso_date(value: Any) -> Any:
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        raise ValueError("expected a date such as 2026-11-29")
+    return value
+
+
+def integral(value: Any) -> Any:
+    """A JSON integer: 7 or 7.0 (JSON Schema's integers), never true, "7" or 7.5."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if type(value) is not int:
+        raise ValueError("expected an integer")
+    return value
+
+
+def decimal_amount(value: Any) -> Decimal:
+    """A decimal string of AMOUNT_PATTERN (exact), or a JSON number below AMOUNT_LIMIT in
+    magnitude, rounded to 4 places after the point."""
+    if isinstance(value, str):
+        if not _AMOUNT.fullmatch(value):
+            raise ValueError(
+                "expected a decimal such as 1200.50: at most 14 digits before the point, 4 after"
+            )
+        return Decimal(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a decimal string or a number")
+    if not -AMOUNT_LIMIT < value < AMOUNT_LIMIT:
+        raise ValueError("expected at most 14 digits before the point (below 10^14 in magnitude)")
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -AMOUNT_MAX_DECIMALS:
+        number = number.quantize(Decimal(1).scaleb(-AMOUNT_MAX_DECIMALS))
+    return number
 
 
 Ident = Annotated[
     str,
-    Field(min_length=1, max_length=ID_MAX, description=ONE_LINE),
+    Field(
+        min_length=1,
+        max_length=ID_MAX,
+        description=ONE_LINE,
+        json_schema_extra={"pattern": ONE_LINE_PATTERN},
+    ),
     AfterValidator(_one_line),
 ]
 """An id or code (payment id, invoice number, category): one line, at most 128 characters."""
 Name = Annotated[
     str,
-    Field(min_length=1, max_length=NAME_MAX, description=ONE_LINE),
+    Field(
+        min_length=1,
+        max_length=NAME_MAX,
+        description=ONE_LINE,
+        json_schema_extra={"pattern": ONE_LINE_PATTERN},
+    ),
     AfterValidator(_one_line),
 ]
 """A name shown in a message (person, file, course, place): one line, at most 200."""
 Text = Annotated[
     str,
     Field(
-        max_length=TEXT_MAX, description="line breaks and tabs allowed, no other control characters"
+        max_length=TEXT_MAX,
+        description="line breaks and tabs allowed, no other control characters",
+        json_schema_extra={"pattern": TEXT_PATTERN},
     ),
     AfterValidator(_multi_line),
 ]
@@ -127,12 +220,28 @@ WebUrl = Annotated[
         description="an absolute http or https URL with a host, without spaces or any of"
         ' < > " \\ ^ ` { | } (percent-encode them); javascript:, data: and other schemes'
         " are refused",
+        json_schema_extra={"pattern": URL_PATTERN},
     ),
     AfterValidator(_web_url),
 ]
 """An http(s) link: never javascript:, data: or anything a message's markup would run."""
-Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX), BeforeValidator(integral)]
 """A non-negative integer within 64 bits."""
+Instant = Annotated[
+    AwareDatetime, BeforeValidator(rfc3339), Field(json_schema_extra={"pattern": DATE_TIME_PATTERN})
+]
+"""A date-time with its offset, as RFC 3339 text."""
+Day = Annotated[
+    dt.date, BeforeValidator(iso_date), Field(json_schema_extra={"pattern": DATE_PATTERN})
+]
+AMOUNT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": AMOUNT_PATTERN},
+        {"type": "number", "exclusiveMinimum": -AMOUNT_LIMIT, "exclusiveMaximum": AMOUNT_LIMIT},
+    ],
+    "description": "a decimal string (at most 14 digits before the point and 4 after), or a"
+    " number below 10^14 in magnitude (rounded to 4 places after the point)",
+}
 
 
 class _Data(BaseModel):
@@ -144,8 +253,11 @@ class _Data(BaseModel):
 class _MoneyMixin(_Data):
     # Digits bounded in total and after the point: "1e100000" (8 characters, 100,001
     # digits once formatted) is refused here, before any template formats it.
-    amount: Decimal = Field(
-        max_digits=AMOUNT_MAX_DIGITS, decimal_places=AMOUNT_MAX_DECIMALS, allow_inf_nan=False
+    amount: Annotated[Decimal, BeforeValidator(decimal_amount)] = Field(
+        max_digits=AMOUNT_MAX_DIGITS,
+        decimal_places=AMOUNT_MAX_DECIMALS,
+        allow_inf_nan=False,
+        json_schema_extra=AMOUNT_SCHEMA,
     )
     currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")
 
@@ -176,14 +288,14 @@ class MemberRegistered(_Data):
 
 class MemberCheckedIn(_Data):
     member_name: Name
-    checked_in_at: AwareDatetime
+    checked_in_at: Instant
     location: Name | None = None
 
 
 class MembershipExpiring(_Data):
     member_name: Name
     membership_type: Name
-    expiry_date: dt.date
+    expiry_date: Day
     days_left: Count
 
 
@@ -191,14 +303,14 @@ class CourseBookingConfirmed(_Data):
     course_id: Ident
     course_name: Name
     instructor_name: Name
-    start_time: AwareDatetime
+    start_time: Instant
     location: Name
 
 
 class CourseCancelled(_Data):
     course_id: Ident
     course_name: Name
-    start_time: AwareDatetime
+    start_time: Instant
     reason: Text | None = None
 
 
@@ -206,7 +318,7 @@ class CourseReminder(_Data):
     course_id: Ident
     course_name: Name
     instructor_name: Name
-    start_time: AwareDatetime
+    start_time: Instant
     location: Name
     remaining_slots: Count
 
@@ -230,12 +342,12 @@ class InvoiceGenerated(_MoneyMixin):
 class SystemBackupCompleted(_Data):
     backup_id: Ident
     size_bytes: Count
-    completed_at: AwareDatetime
+    completed_at: Instant
 
 
 class SystemMaintenance(_Data):
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    starts_at: Instant
+    ends_at: Instant
     message: Text
 
 
@@ -274,7 +386,7 @@ class Envelope(BaseModel):
     event_id: str | None = Field(default=None, min_length=1, max_length=200)
     event_type: str = Field(min_length=1, max_length=100)
     tenant_id: str = Field(min_length=1, max_length=128)
-    timestamp: AwareDatetime | None = None
+    timestamp: Instant | None = None
     source: str | None = Field(default=None, max_length=200)
     data: dict[str, Any]
     metadata: Metadata = Field(default_factory=Metadata)

@@ -93,7 +93,7 @@ def create_endpoint(tenant_id: str, url: str, event_types: Sequence[str] | None)
         ).all()
         if len(held) >= MAX_ENDPOINTS:
             message = f"a tenant has at most {MAX_ENDPOINTS} webhook endpoints"
-            raise InvalidEvent([{"field": "url", "message": message}])
+            raise InvalidEvent([{"field": "url", "message": message}], "conflict")
         endpoint = WebhookEndpoint(
             id="we_" + secrets.token_hex(12),
             tenant_id=tenant_id,

@@ -120,11 +120,12 @@ def check_event(raw: Any, tenant_id: str | None = None) -> ValidEvent:
     before the directory is asked anything, so the answer says nothing about that tenant."""
     event = validate_event(raw, get_settings().max_payload_bytes)
     if tenant_id is not None and event.tenant_id != tenant_id:
-        raise InvalidEvent([OTHER_TENANT])
+        raise InvalidEvent([OTHER_TENANT], "forbidden")
     with session_scope() as session:
         errors = directory_errors(session, event)
-    if errors:
-        raise InvalidEvent(errors)
+    if errors:  # a user the directory does not have (a missing userId is invalid)
+        missing = errors[0]["field"] == "metadata.userId" and not event.user_id
+        raise InvalidEvent(errors, "invalid" if missing else "conflict")
     return event
 
 

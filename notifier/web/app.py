@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from celery import Celery
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
-from pydantic.json_schema import models_json_schema
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config.settings import get_settings, require_secret_key
-from notifier.events import Envelope, InvalidEvent
+from notifier.events import InvalidEvent
 from notifier.web import (
     console,
     directory_api,
@@ -43,6 +40,7 @@ from notifier.web import (
 )
 from notifier.web.bodies import http_error
 from notifier.web.guards import BodyLimit, dev_host_only
+from notifier.web.openapi import openapi
 from notifier.web.sns import Fetcher, SnsVerifier, fetch_url
 
 log = logging.getLogger("notifier.web")
@@ -52,30 +50,6 @@ def _worker_app() -> Celery:
     import worker  # imported late: it connects the Celery app to the broker settings
 
     return worker.app
-
-
-def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """The generated document, plus the event schema POST /events refers to (the route
-    reads its body itself, to validate exactly as `notifier.publish` does)."""
-
-    def build() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            _, definitions = models_json_schema(
-                [(Envelope, "validation")],
-                by_alias=True,
-                ref_template="#/components/schemas/{model}",
-            )
-            schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            for name, schema in definitions.get("$defs", {}).items():
-                schemas["Event" if name == "Envelope" else name] = schema
-            schemas["Event"]["title"] = "Event"
-            app.openapi_schema = document
-        return app.openapi_schema
-
-    return build
 
 
 def create_app(
@@ -129,7 +103,7 @@ def create_app(
     app.add_exception_handler(InvalidEvent, directory_api.request_invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
 
-    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    app.openapi = openapi(app)  # type: ignore[method-assign]
     return app
 
 

@@ -8,9 +8,10 @@ from typing import Any, cast
 from fastapi import HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 
 class Problem(BaseModel):
@@ -49,13 +50,15 @@ def parse_json_body(raw: bytes) -> Any:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     """FastAPI's answer to an HTTPException, except that a 405 lists in `Allow` every
-    method of every route on that path (Starlette names only the first route's)."""
+    method of every route on that path (Starlette names only the first route's), included
+    routers' routes too."""
     if not isinstance(exc, StarletteHTTPException) or exc.status_code != 405:
         return await http_exception_handler(request, cast(StarletteHTTPException, exc))
     allowed: set[str] = set()
-    for route in request.app.router.routes:
-        methods = getattr(route, "methods", None)
-        if methods and route.matches(request.scope)[0] != Match.NONE:
+    path = request.url.path
+    for context in iter_route_contexts(request.app.router.routes):
+        methods = getattr(context.original_route, "methods", None)
+        if methods and context.path and compile_path(context.path)[0].match(path):
             allowed |= methods
     return JSONResponse(
         {"detail": exc.detail}, status_code=405, headers={"Allow": ", ".join(sorted(allowed))}

@@ -5,8 +5,9 @@ nothing in a path or body names one, and another tenant's records answer 404 lik
 that do not exist.
 
 Status codes: 200 read or replaced, 201 created, 204 deleted, 401 no or bad API key, 404 no
-such record in the key's tenant, 422 invalid body (every field error listed), 400 a body that
-is not JSON, 503 the database is down.
+such record in the key's tenant, 422 invalid body (every field error listed), 409 a valid
+record that refers to a user or course the tenant does not have, 400 a body that is not
+JSON, 413 a body over NOTIFIER_MAX_REQUEST_BYTES, 503 the database is down.
 
 (No `from __future__ import annotations` here: the routes' body types are resolved when the
 routes are made, from the kind they serve.)
@@ -87,6 +88,12 @@ WRITE = {
     413: {"model": Problem, "description": "The body is over NOTIFIER_MAX_REQUEST_BYTES"},
     422: {"model": ValidationProblem, "description": "The body is invalid"},
 }
+REFERS: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": ValidationProblem,
+        "description": "Refers to a user or course this tenant does not have",
+    }
+}
 NOT_FOUND = "not found"
 
 
@@ -99,8 +106,15 @@ async def request_invalid(request: Request, exc: Exception) -> JSONResponse:
         ]
     else:
         errors = list(getattr(exc, "errors", []))
-    problem = ValidationProblem(detail="invalid request", errors=[FieldError(**e) for e in errors])
-    return JSONResponse(problem.model_dump(), status_code=422)
+    refusal = getattr(exc, "refusal", "invalid")
+    detail = {"conflict": "refers to records that do not exist", "forbidden": "refused"}
+    problem = ValidationProblem(
+        detail=detail.get(refusal, "invalid request"), errors=[FieldError(**e) for e in errors]
+    )
+    return JSONResponse(problem.model_dump(), status_code=REFUSAL_STATUS[refusal])
+
+
+REFUSAL_STATUS = {"invalid": 422, "forbidden": 403, "conflict": 409}
 
 
 def _found(value: dict[str, Any] | None) -> dict[str, Any]:
@@ -118,9 +132,12 @@ def _record_routes(
     get: Callable[[str, str], dict[str, Any] | None],
     put: Callable[[str, str, Any], bool],
     remove: Callable[[str, str], bool],
+    refers: bool = False,
 ) -> None:
     """GET, PUT and DELETE of one kind of directory record, always in the key's tenant."""
-    record_id_param = Path(alias=param, description=f"The {name}'s id")
+    record_id_param = Path(
+        alias=param, min_length=1, max_length=128, description=f"The {name}'s id"
+    )
 
     async def read(record_id: str = record_id_param, tenant_id: str = Depends(api_tenant)) -> Any:
         return _found(await run_in_threadpool(get, tenant_id, record_id))
@@ -158,7 +175,11 @@ def _record_routes(
         summary=f"Create or replace one {name}",
         response_model=record,
         status_code=200,
-        responses={**WRITE, 201: {"model": record, "description": "Created"}},
+        responses={
+            **WRITE,
+            **(REFERS if refers else {}),
+            201: {"model": record, "description": "Created"},
+        },
         operation_id=f"put_{name}",
     )
     router.add_api_route(
@@ -217,6 +238,7 @@ _record_routes(
     directory.get_membership,
     directory.put_membership,
     directory.delete_membership,
+    refers=True,
 )
 _record_routes(
     "/courses/{id}",
@@ -237,6 +259,7 @@ _record_routes(
     directory.get_booking,
     directory.put_booking,
     directory.delete_booking,
+    refers=True,
 )
 
 MERGE_PATCH: dict[str, Any] = {
@@ -258,7 +281,9 @@ MERGE_PATCH: dict[str, Any] = {
 )
 async def patch_user(
     patch: Annotated[UserPatch, Body(media_type="application/merge-patch+json")],
-    record_id: str = Path(alias="userId", description="The user's id"),
+    record_id: str = Path(
+        alias="userId", min_length=1, max_length=128, description="The user's id"
+    ),
     tenant_id: str = Depends(api_tenant),
 ) -> Any:
     changes = patch.model_dump(by_alias=True, exclude_unset=True)
@@ -269,7 +294,7 @@ async def patch_user(
     "/directory",
     summary="Upsert a directory document of this tenant (the same document twice changes nothing)",
     response_model=DirectoryResult,
-    responses=WRITE,
+    responses={**WRITE, **REFERS},
 )
 async def post_directory(
     document: TenantDirectory, tenant_id: str = Depends(api_tenant)

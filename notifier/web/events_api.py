@@ -6,13 +6,14 @@ validated `tenantId` is another tenant's is rejected before anything about that 
 looked up.
 
 Status codes: 200 when every event was queued or is an exact duplicate of one already
-taken; 409 when an event reuses an eventId with other content (answered `duplicate`, and
-dropped); 422 when any was rejected (the body lists each event's outcome, and the valid
-ones ARE queued: resending the whole batch is safe, events are idempotent by eventId); 400
-malformed JSON or an empty batch; 401 no or bad API key; 413 more than MAX_BATCH events or
-an oversized body; 503 the database is down. (With
-the broker down an event is still accepted: publish stores it, and it is planned once the
-broker is back.)
+taken; otherwise, the first that applies: 422 an event is invalid (its schema says no), 403
+an event names another tenant than the key's, 409 an event reuses an eventId with other
+content (answered `duplicate`, and dropped) or is sent to a person the directory does not
+have. Those three bodies list each event's outcome, and the valid events ARE queued:
+resending the whole batch is safe, events are idempotent by eventId. 400 malformed JSON or
+an empty batch; 401 no or bad API key; 422 more than MAX_BATCH events; 413 an oversized body;
+503 the database is down. (With the broker down an event is still accepted: publish stores
+it, and it is planned once the broker is back.)
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, Security
 from fastapi.concurrency import run_in_threadpool
+from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from config.settings import get_settings
 from notifier import publish_outcome
-from notifier.events import InvalidEvent
+from notifier.events import InvalidEvent, Refusal
 from notifier.web.auth import key_from_headers, tenant_for_key
 from notifier.web.bodies import Problem, parse_json_body, read_body
 
@@ -60,6 +62,8 @@ class EventResult(_Camel):
         description="duplicate: the eventId was taken already (the event is not sent again)"
     )
     errors: list[FieldError] = Field(default_factory=list)
+    # Why it was rejected (the response's status code), not part of the answer.
+    refusal: Refusal | None = Field(default=None, exclude=True)
 
 
 class EventsResponse(_Camel):
@@ -69,12 +73,20 @@ class EventsResponse(_Camel):
     results: list[EventResult] = Field(description="One per event, in the order sent.")
 
 
-def api_tenant(
-    authorization: str | None = Header(default=None),
-    x_api_key: str | None = Header(default=None),
-) -> str:
-    """The tenant of the request's API key; 401 without one or with a wrong one."""
-    key = key_from_headers(authorization, x_api_key)
+BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer <the tenant's API key>")
+API_KEY = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="X-API-Key: <the tenant's API key>"
+)
+
+
+_BEARER_PARAM = Security(BEARER)
+_API_KEY_PARAM = Security(API_KEY)
+
+
+def api_tenant(request: Request, _bearer: Any = _BEARER_PARAM, _key: Any = _API_KEY_PARAM) -> str:
+    """The tenant of the request's API key (either header: the document's two security
+    schemes); 401 without one or with a wrong one."""
+    key = key_from_headers(request.headers.get("authorization"), request.headers.get("x-api-key"))
     tenant_id = tenant_for_key(key) if key else None
     if tenant_id is None:
         raise HTTPException(
@@ -87,7 +99,7 @@ def api_tenant(
 
 def _claimed_event_id(raw: Any) -> str | None:
     event_id = raw.get("eventId") if isinstance(raw, dict) else None
-    if not isinstance(event_id, str):
+    if not isinstance(event_id, str) or "\x00" in event_id:  # NUL: not echoed either
         return None
     try:
         event_id.encode("utf-8")
@@ -134,7 +146,12 @@ def submit_events(items: list[Any], tenant_id: str) -> list[EventResult]:
         except InvalidEvent as exc:
             errors = [FieldError(**error) for error in exc.errors]
             results.append(
-                EventResult(event_id=_claimed_event_id(raw), status="rejected", errors=errors)
+                EventResult(
+                    event_id=_claimed_event_id(raw),
+                    status="rejected",
+                    errors=errors,
+                    refusal=exc.refusal,
+                )
             )
         else:
             status: Literal["queued", "duplicate"] = (
@@ -146,9 +163,12 @@ def submit_events(items: list[Any], tenant_id: str) -> list[EventResult]:
 
 
 def _status_code(results: list[EventResult]) -> int:
-    if any(r.status == "rejected" for r in results):
+    refusals = {r.refusal or "invalid" for r in results if r.status == "rejected"}
+    if "invalid" in refusals:
         return 422
-    if any(r.status == "duplicate" and r.errors for r in results):
+    if "forbidden" in refusals:
+        return 403
+    if "conflict" in refusals or any(r.status == "duplicate" and r.errors for r in results):
         return 409
     return 200
 
@@ -176,12 +196,22 @@ REQUEST_BODY = {
     responses={
         400: {"model": Problem, "description": "Malformed JSON or an empty batch"},
         401: {"model": Problem, "description": "No API key, or a wrong one"},
+        403: {
+            "model": EventsResponse,
+            "description": "An event names another tenant than the API key's (the others"
+            " are taken as with 200)",
+        },
         409: {
             "model": EventsResponse,
-            "description": "An event reuses an eventId with other content (it is dropped)",
+            "description": "An event reuses an eventId with other content (it is dropped), or"
+            " is sent to a person the directory does not have",
         },
-        413: {"model": Problem, "description": "Over 100 events, or the body is too large"},
-        422: {"model": EventsResponse, "description": "At least one event was rejected"},
+        413: {"model": Problem, "description": "The body is too large"},
+        422: {
+            "model": EventsResponse | Problem,
+            "description": "At least one event is invalid (the others are taken as with 200);"
+            " or over 100 events (Problem, nothing taken)",
+        },
         503: {"model": Problem, "description": "The database is unavailable"},
     },
     openapi_extra={"requestBody": REQUEST_BODY},
@@ -198,7 +228,7 @@ async def post_events(
     if not items:
         raise HTTPException(400, f"an empty batch: send 1 to {MAX_BATCH} events")
     if len(items) > MAX_BATCH:
-        raise HTTPException(413, f"a batch holds at most {MAX_BATCH} events; got {len(items)}")
+        raise HTTPException(422, f"a batch holds at most {MAX_BATCH} events; got {len(items)}")
     results = await run_in_threadpool(submit_events, items, tenant_id)
     counts = {s: sum(1 for r in results if r.status == s) for s in ("queued", "duplicate")}
     response.status_code = _status_code(results)

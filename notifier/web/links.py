@@ -1,13 +1,19 @@
 """Links in messages: tracked clicks (GET /c/<token>) and one-click unsubscribe
-(GET/POST /u/<token>, RFC 8058). Both tokens are signed by notifier.signing."""
+(GET/POST /u/<token>, RFC 8058). Both tokens are signed by notifier.signing.
+
+A token that is not shaped like one (TOKEN_PATTERN, at most MAX_TOKEN_CHARS) answers 400; a
+well-shaped one that is not a link we signed for that use (a wrong signature, a payload out
+of range) answers 404: as far as anyone can tell, no such link exists. Both are the same
+"this link is not valid" page."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from typing import Any, TypeGuard
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
@@ -17,7 +23,8 @@ from notifier.db import session_scope
 from notifier.models import Click, Delivery, Tenant, User, utcnow
 from notifier.preferences import change_of
 from notifier.selection import preference_keys
-from notifier.signing import BadSignature, is_web_url, verify
+from notifier.signing import MAX_TOKEN_CHARS, BadSignature, is_web_url, verify
+from notifier.web.bodies import Problem
 from notifier.web.pages import render_page
 from notifier.web.preferences_api import announce
 
@@ -25,7 +32,24 @@ log = logging.getLogger("notifier.web.links")
 
 router = APIRouter(tags=["links"])
 
-BAD_LINK = 400
+MALFORMED_LINK = 400
+BAD_LINK = 404
+TOKEN_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"  # noqa: S105 (a shape, not a secret)
+"""base64url(payload) "." base64url(signature)."""
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+TOKEN = Path(
+    description="A signed token, as the link in the message carries it",
+    json_schema_extra={"pattern": TOKEN_PATTERN, "maxLength": MAX_TOKEN_CHARS},
+)
+_PAGE = {"text/html": {"schema": {"type": "string"}}}
+LINK_ANSWERS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Not shaped like a token (the invalid-link page)", "content": _PAGE},
+    404: {
+        "description": "Not a link we made for this use (a wrong signature): the invalid-link page",
+        "content": _PAGE,
+    },
+    503: {"model": Problem, "description": "The database is unavailable"},
+}
 MAX_ID = 2**63 - 1
 """Delivery ids are 64-bit: a larger number in a token is refused, not sent to the database."""
 MAX_URL_CHARS = 2048
@@ -35,8 +59,22 @@ class BadLink(ValueError):
     pass
 
 
+def malformed(token: str) -> bool:
+    """Not shaped like a token at all (400, not 404)."""
+    return len(token) > MAX_TOKEN_CHARS or not _TOKEN.fullmatch(token)
+
+
+def bad_link(token: str) -> Any:
+    """The invalid-link page: 400 for a malformed token, 404 for any other."""
+    return render_page(
+        "bad_link.html.j2", {}, status_code=MALFORMED_LINK if malformed(token) else BAD_LINK
+    )
+
+
 def click_target(token: str) -> dict[str, Any]:
     """The verified click token: its http(s) target and where the link was sent."""
+    if malformed(token):
+        raise BadLink("malformed token")
     try:
         payload = verify(token, "click")
     except BadSignature as exc:
@@ -101,13 +139,13 @@ def record_click(payload: dict[str, Any]) -> bool:
     summary="Follow a tracked link",
     response_class=RedirectResponse,
     status_code=302,
-    responses={302: {"description": "To the link's target"}, 400: {"description": "Bad link"}},
+    responses={302: {"description": "To the link's target"}, **LINK_ANSWERS},
 )
-def follow_link(token: str) -> Any:
+def follow_link(token: str = TOKEN) -> Any:
     try:
         payload = click_target(token)
     except BadLink:
-        return render_page("bad_link.html.j2", {}, status_code=BAD_LINK)
+        return bad_link(token)
     counted = record_click(payload)
     log.info(
         "click" if counted else "click again within the window (not counted)",
@@ -122,6 +160,8 @@ def follow_link(token: str) -> Any:
 
 def unsubscribe_target(token: str) -> tuple[str, str, str]:
     """(tenant, user, channel) of a verified unsubscribe token."""
+    if malformed(token):
+        raise BadLink("malformed token")
     try:
         payload = verify(token, "unsubscribe")
     except BadSignature as exc:
@@ -169,13 +209,13 @@ def unsubscribe(tenant_id: str, user_id: str, channel: str) -> bool:
     "/u/{token}",
     summary="Unsubscribe confirmation page",
     response_class=HTMLResponse,
-    responses={400: {"description": "Bad link"}},
+    responses=LINK_ANSWERS,
 )
-async def unsubscribe_page(token: str) -> HTMLResponse:
+async def unsubscribe_page(token: str = TOKEN) -> HTMLResponse:
     try:
         tenant_id, _, channel = unsubscribe_target(token)
     except BadLink:
-        return render_page("bad_link.html.j2", {}, status_code=BAD_LINK)
+        return bad_link(token)
     name = await run_in_threadpool(tenant_name, tenant_id)
     return render_page(
         "unsubscribe.html.j2",
@@ -187,16 +227,16 @@ async def unsubscribe_page(token: str) -> HTMLResponse:
     "/u/{token}",
     summary="One-click unsubscribe (RFC 8058)",
     response_class=HTMLResponse,
-    responses={400: {"description": "Bad link"}},
+    responses=LINK_ANSWERS,
 )
-async def unsubscribe_now(token: str) -> HTMLResponse:
+async def unsubscribe_now(token: str = TOKEN) -> HTMLResponse:
     # The signed token is the authorisation; requiring POST (not the body's
     # "List-Unsubscribe=One-Click", which clients send as urlencoded or multipart) is what
     # keeps link scanners, which only GET, from unsubscribing anyone.
     try:
         tenant_id, user_id, channel = unsubscribe_target(token)
     except BadLink:
-        return render_page("bad_link.html.j2", {}, status_code=BAD_LINK)
+        return bad_link(token)
     await run_in_threadpool(unsubscribe, tenant_id, user_id, channel)
     name = await run_in_threadpool(tenant_name, tenant_id)
     return render_page(

@@ -9,10 +9,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from notifier import directory
+from notifier.events import DATE_TIME_PATTERN, rfc3339
 from notifier.status import event_report, user_deliveries
 from notifier.web.directory_api import NOT_FOUND, READ, ValidationProblem
 from notifier.web.events_api import FieldError, api_tenant
@@ -72,7 +73,8 @@ class ActivityPage(_Camel):
     responses=READ,
 )
 async def get_event(
-    event_id: str = Path(alias="eventId"), tenant_id: str = Depends(api_tenant)
+    event_id: str = Path(alias="eventId", min_length=1, max_length=200),
+    tenant_id: str = Depends(api_tenant),
 ) -> Any:
     report = await run_in_threadpool(event_report, tenant_id, event_id)
     if report is None:
@@ -87,9 +89,14 @@ async def get_event(
     responses={**READ, 422: {"model": ValidationProblem, "description": "A bad parameter"}},
 )
 async def get_user_deliveries(
-    user_id: str = Path(alias="userId"),
+    user_id: str = Path(alias="userId", min_length=1, max_length=128),
     since: Annotated[
-        AwareDatetime | None, Query(description="Only deliveries created since")
+        AwareDatetime | None,
+        Query(
+            description="Only deliveries created since (RFC 3339)",
+            json_schema_extra={"pattern": DATE_TIME_PATTERN},
+        ),
+        BeforeValidator(rfc3339),
     ] = None,
     after: Annotated[
         int | None, Query(ge=0, le=2**63 - 1, description="The `next` of the previous page")

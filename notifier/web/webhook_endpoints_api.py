@@ -12,12 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from notifier import outbound_webhooks
-from notifier.web.directory_api import AUTH, NOT_FOUND, READ, WRITE
+from notifier.web.directory_api import AUTH, NOT_FOUND, READ, WRITE, ValidationProblem
 from notifier.web.events_api import api_tenant
 
 router = APIRouter(tags=["webhook-endpoints"])
 
 MessageType = outbound_webhooks.MessageType
+PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+ENDPOINT_URL = (
+    rf"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::{PORT})?"
+    r"(?:[/?#][!#-;=?-\[\]_a-z~]*)?$"
+)
+"""An endpoint's URL syntax (whether its host is allowed is the outbound URL policy's say)."""
 
 
 class _Camel(BaseModel):
@@ -30,6 +36,7 @@ class NewEndpoint(_Camel):
     url: str = Field(
         min_length=1,
         max_length=2048,
+        pattern=ENDPOINT_URL,
         description="https, on a public address (http and private addresses only where "
         "NOTIFIER_ALLOW_PRIVATE_URLS=1)",
     )
@@ -54,7 +61,13 @@ class CreatedEndpoint(Endpoint):
     summary="Register a webhook endpoint",
     status_code=201,
     response_model=CreatedEndpoint,
-    responses=WRITE,
+    responses={
+        **WRITE,
+        409: {
+            "model": ValidationProblem,
+            "description": f"The tenant has {outbound_webhooks.MAX_ENDPOINTS} endpoints already",
+        },
+    },
 )
 async def create(body: Annotated[NewEndpoint, Body()], tenant_id: str = Depends(api_tenant)) -> Any:
     return await run_in_threadpool(

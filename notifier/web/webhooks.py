@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
@@ -106,7 +106,14 @@ def line_signature_ok(secret: str, body: bytes, signature: str | None) -> bool:
     },
     openapi_extra={"requestBody": _ANY_JSON},
 )
-async def line_webhook(request: Request) -> WebhookResult:
+async def line_webhook(
+    request: Request,
+    _signature: str | None = Header(
+        None,
+        alias="x-line-signature",
+        description="Base64(HMAC-SHA256(LINE_CHANNEL_SECRET, body)); without it: 403",
+    ),
+) -> WebhookResult:
     # One channel secret per deployment (LINE_CHANNEL_SECRET): tenants with a LINE channel
     # of their own would need per-tenant webhook secrets, which this app does not keep.
     secret = get_settings().line_channel_secret
