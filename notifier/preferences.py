@@ -29,7 +29,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     AfterValidator,
@@ -91,8 +91,14 @@ HHMM = Annotated[
 ]
 
 
+ZONES = frozenset(available_timezones())
+"""The IANA names this machine's time zone database has (the schema's enum)."""
+
+
 def _timezone(value: str) -> str:
     try:
+        if value not in ZONES:
+            raise ZoneInfoNotFoundError(value)
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         message = f"unknown time zone {value!r} (an IANA name such as Asia/Taipei)"
@@ -113,7 +119,12 @@ class Schedule(_Camel):
     timezone: (
         Annotated[
             str,
-            Field(min_length=1, max_length=64, description="An IANA time zone"),
+            Field(
+                min_length=1,
+                max_length=64,
+                description="An IANA time zone",
+                json_schema_extra={"enum": sorted(ZONES)},
+            ),
             AfterValidator(_timezone),
         ]
         | None

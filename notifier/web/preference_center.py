@@ -40,7 +40,8 @@ from notifier.preferences import CATEGORIES
 from notifier.rendering import normalize_locale
 from notifier.selection import preference_keys
 from notifier.signing import BadSignature, epoch_day, is_web_url, verify_preference_token
-from notifier.web.bodies import read_body
+from notifier.web.bodies import Problem, read_body
+from notifier.web.links import TOKEN, malformed
 from notifier.web.pages import render_page
 from notifier.web.preferences_api import announce
 
@@ -144,7 +145,10 @@ class BadLink(ValueError):
 
 
 def target(token: str, today: int | None = None) -> tuple[str, str]:
-    """(tenant, user) of a valid, unexpired token; BadLink("bad" | "expired") otherwise."""
+    """(tenant, user) of a valid, unexpired token; BadLink("malformed" | "bad" | "expired")
+    otherwise (not shaped like a token; shaped like one but not ours; ours, expired)."""
+    if malformed(token):
+        raise BadLink("malformed")
     try:
         tenant_id, user_id, expires = verify_preference_token(token)
     except BadSignature as exc:
@@ -279,6 +283,7 @@ def _message(kind: str, status: int) -> HTMLResponse:
         words = STRINGS[locale]
         title, text = {
             "bad": (words["bad_link"], words["bad_link_text"]),
+            "malformed": (words["bad_link"], words["bad_link_text"]),
             "expired": (words["expired"], words["expired_text"]),
             "forbidden": (words["forbidden"], words["forbidden_text"]),
             "gone": (words["bad_link"], words["gone"]),
@@ -289,13 +294,17 @@ def _message(kind: str, status: int) -> HTMLResponse:
     )
 
 
-LINK_ERRORS = {"bad": 400, "expired": 410}
+LINK_ERRORS = {"malformed": 400, "bad": 404, "expired": 410}
+"""As for /c/ and /u/ links: 400 not shaped like a token, 404 not a link we signed."""
 HTML = {"text/html": {"schema": {"type": "string"}}}
 PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Not a valid link", "content": HTML},
-    404: {"description": "The person is no longer in the directory", "content": HTML},
+    400: {"description": "Not shaped like a token (the invalid-link page)", "content": HTML},
+    404: {
+        "description": "Not a link we signed, or the person is no longer in the directory",
+        "content": HTML,
+    },
     410: {"description": "The link has expired", "content": HTML},
-    503: {"description": "The database is unavailable"},
+    503: {"model": Problem, "description": "The database is unavailable"},
 }
 FORM_BODY: dict[str, Any] = {
     "required": False,
@@ -323,7 +332,7 @@ FORM_BODY: dict[str, Any] = {
     response_class=HTMLResponse,
     responses=PAGE_RESPONSES,
 )
-async def center_page(request: Request, token: str) -> Response:
+async def center_page(request: Request, token: str = TOKEN) -> Response:
     try:
         tenant_id, user_id = target(token)
     except BadLink as exc:
@@ -391,11 +400,11 @@ async def center_page(request: Request, token: str) -> Response:
         303: {"description": "Saved: back to the page (`?saved=1`)"},
         **PAGE_RESPONSES,
         403: {"description": "The form's CSRF field or Origin is refused", "content": HTML},
-        413: {"description": "The form is too large"},
+        413: {"model": Problem, "description": "The form is too large"},
     },
     openapi_extra={"requestBody": FORM_BODY},
 )
-async def center_save(request: Request, token: str) -> Response:
+async def center_save(request: Request, token: str = TOKEN) -> Response:
     try:
         tenant_id, user_id = target(token)
     except BadLink as exc:
