@@ -44,12 +44,11 @@ STATUS_TYPES = {
     "sent": "delivery.sent",
     "failed": "delivery.failed",
     "suppressed": "delivery.suppressed",
-    "bounced": "delivery.bounced",
-    "complained": "delivery.complained",
-    "clicked": "delivery.clicked",
 }
 """The message type of a delivery's new status; other statuses (queued, deferred...) are
-steps on the way and send nothing."""
+steps on the way and send nothing. delivery.bounced, delivery.complained and
+delivery.clicked tell of what happened to a message after it was sent (`feedback_messages`:
+the SES feedback route, the click route)."""
 TIMEOUT_S = 10.0
 MAX_ENDPOINTS = 20
 """Per tenant."""
@@ -130,20 +129,40 @@ def messages_for(changes: Sequence[StatusChange]) -> list[tuple[str, dict[str, A
     """(endpoint id, message) for every endpoint of the changes' tenants that takes the
     change's type. The message id is the same for the same change: a receiver can drop
     a message it already had."""
-    typed = [(STATUS_TYPES[c.status], c) for c in changes if c.status in STATUS_TYPES]
+    return _messages(
+        [
+            (STATUS_TYPES[c.status], c, f"msg_{c.delivery_id}_{c.status}")
+            for c in changes
+            if c.status in STATUS_TYPES
+        ]
+    )
+
+
+def feedback_messages(
+    kind: MessageType, changes: Sequence[StatusChange], key: str = ""
+) -> list[tuple[str, dict[str, Any]]]:
+    """The messages of what happened to delivered messages (delivery.bounced,
+    delivery.complained, delivery.clicked): each change carries the delivery's status as it
+    is now. `key` tells one such happening from another of the same delivery (a click's id):
+    the message id is `msg_<delivery>_<bounced|complained|clicked><key>`."""
+    name = kind.removeprefix("delivery.")
+    return _messages([(kind, c, f"msg_{c.delivery_id}_{name}{key}") for c in changes])
+
+
+def _messages(typed: list[tuple[str, StatusChange, str]]) -> list[tuple[str, dict[str, Any]]]:
     if not typed:
         return []
     with session_scope() as session:
         endpoints = list(
             session.scalars(
                 select(WebhookEndpoint).where(
-                    WebhookEndpoint.tenant_id.in_({c.tenant_id for _, c in typed})
+                    WebhookEndpoint.tenant_id.in_({c.tenant_id for _, c, _ in typed})
                 )
             )
         )
     timestamp = dt.datetime.now(dt.UTC).isoformat()
     messages = []
-    for kind, change in typed:
+    for kind, change, message_id in typed:
         body = {
             "type": kind,
             "timestamp": timestamp,
@@ -157,7 +176,7 @@ def messages_for(changes: Sequence[StatusChange]) -> list[tuple[str, dict[str, A
                 "providerMessageId": change.provider_message_id,
             },
         }
-        message = {"id": f"msg_{change.delivery_id}_{change.status}", "body": body}
+        message = {"id": message_id, "body": body}
         for endpoint in endpoints:
             if endpoint.tenant_id != change.tenant_id:
                 continue

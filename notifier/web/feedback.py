@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from notifier.db import session_scope
 from notifier.dbutil import insert_ignore
-from notifier.models import Delivery, DeliveryStatus, Suppression, User
+from notifier.models import Delivery, DeliveryStatus, Event, Suppression, User
+from notifier.status_hooks import StatusChange
 
 log = logging.getLogger("notifier.web.feedback")
 
@@ -24,6 +25,10 @@ class FeedbackOutcome:
     status: str
     """applied | ignored | unknown-message"""
     suppressed: int = 0
+    kind: str | None = None
+    """delivery.bounced (a permanent bounce) or delivery.complained: the webhook to send."""
+    changes: tuple[StatusChange, ...] = ()
+    """The deliveries it applied to, as they are now (committed)."""
 
 
 def _addresses(recipients: Any) -> list[str]:
@@ -42,10 +47,12 @@ def apply_ses_notification(notification: Any, now: dt.datetime) -> FeedbackOutco
     """Apply one SES notification (the Message of an SNS Notification).
 
     Permanent bounce: suppress each bounced address in the delivery's tenant and mark the
-    delivery failed. Complaint: suppress. Transient/undetermined bounce: note it in the
-    delivery's reason. Delivery and anything else: ignored. The tenant comes from the
-    delivery the message was sent for (SES MessageId = the delivery's provider message id;
-    a digest email carries several deliveries of one person, all marked).
+    delivery failed (the outcome names them for a delivery.bounced webhook). Complaint:
+    suppress (delivery.complained). Transient/undetermined bounce: note it in the
+    delivery's reason (no webhook: the provider keeps trying). Delivery and anything else:
+    ignored. The tenant comes from the delivery the message was sent for (SES MessageId =
+    the delivery's provider message id; a digest email carries several deliveries of one
+    person, all marked).
     """
     if not isinstance(notification, dict):
         return FeedbackOutcome("ignored")
@@ -96,6 +103,27 @@ def apply_ses_notification(notification: Any, now: dt.datetime) -> FeedbackOutco
             .values(values)
         )
         suppressed = _suppress_emails(session, delivery, addresses, values["reason"], now)
+        touched = [d for d in sent_with if d.id in same_person]
+        event_ids = dict(
+            session.execute(
+                select(Event.id, Event.event_id).where(Event.id.in_({d.event_pk for d in touched}))
+            ).all()
+        )
+        changes = tuple(
+            StatusChange(
+                delivery_id=d.id,
+                tenant_id=d.tenant_id,
+                event_id=event_ids.get(d.event_pk, ""),
+                recipient=d.recipient,
+                channel=d.channel,
+                status=str(values.get("status", d.status)),
+                reason=values["reason"],
+                provider_message_id=message_id,
+            )
+            for d in touched
+        )
+    hard = kind == "Bounce" and values.get("status") == DeliveryStatus.FAILED
+    webhook = "delivery.bounced" if hard else "delivery.complained" if kind == "Complaint" else None
     log.info(
         "SES feedback applied",
         extra={
@@ -106,7 +134,7 @@ def apply_ses_notification(notification: Any, now: dt.datetime) -> FeedbackOutco
             "count": len(same_person),
         },
     )
-    return FeedbackOutcome("applied", suppressed)
+    return FeedbackOutcome("applied", suppressed, webhook, changes if webhook else ())
 
 
 def _suppress_emails(

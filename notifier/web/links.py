@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from fastapi import APIRouter, Path
@@ -20,13 +21,15 @@ from sqlalchemy import select
 
 from channels.registry import declaration, person_channels
 from notifier.db import session_scope
-from notifier.models import Click, Delivery, Tenant, User, utcnow
+from notifier.models import Click, Delivery, Event, Tenant, User, utcnow
 from notifier.preferences import change_of
 from notifier.selection import preference_keys
 from notifier.signing import MAX_TOKEN_CHARS, BadSignature, is_web_url, verify
+from notifier.status_hooks import StatusChange
 from notifier.web.bodies import Problem
 from notifier.web.pages import render_page
 from notifier.web.preferences_api import announce
+from notifier.web.webhooks import announce_feedback
 
 log = logging.getLogger("notifier.web.links")
 
@@ -101,15 +104,29 @@ CLICK_WINDOW = dt.timedelta(minutes=10)
 scanner following it, a double tap): `notifier report` counts people who clicked."""
 
 
-def record_click(payload: dict[str, Any]) -> bool:
-    """Store the click, unless the same delivery was clicked within CLICK_WINDOW; whether
-    it was stored. The delivery row is locked meanwhile, so concurrent replays of one link
-    make one click."""
+@dataclass(frozen=True)
+class Clicked:
+    """A click that was counted, and (for a link of a delivery of its tenant) the delivery
+    as it is now, for the delivery.clicked webhook."""
+
+    click_id: int
+    change: StatusChange | None
+
+
+def record_click(payload: dict[str, Any]) -> Clicked | None:
+    """Store the click, unless the same delivery was clicked within CLICK_WINDOW (None).
+    The delivery row is locked meanwhile, so concurrent replays of one link make one
+    click."""
     delivery_id = payload.get("d")
     now = utcnow()
+    change: StatusChange | None = None
     with session_scope() as session:
         if delivery_id is not None:
-            session.execute(select(Delivery.id).where(Delivery.id == delivery_id).with_for_update())
+            delivery = session.scalars(
+                select(Delivery)
+                .where(Delivery.id == delivery_id, Delivery.tenant_id == payload["t"])
+                .with_for_update()
+            ).first()
             recent = session.scalar(
                 select(Click.id)
                 .where(
@@ -120,18 +137,33 @@ def record_click(payload: dict[str, Any]) -> bool:
                 .limit(1)
             )
             if recent is not None:
-                return False
-        session.add(
-            Click(
-                tenant_id=payload["t"],
-                delivery_id=delivery_id,
-                channel=str(payload.get("c") or "")[:16],
-                event_type=str(payload.get("e") or "")[:100],
-                url=payload["u"],
-                created_at=now,
-            )
+                return None
+            if delivery is not None:
+                event_id = session.scalar(
+                    select(Event.event_id).where(Event.id == delivery.event_pk)
+                )
+                change = StatusChange(
+                    delivery_id=delivery.id,
+                    tenant_id=delivery.tenant_id,
+                    event_id=event_id or "",
+                    recipient=delivery.recipient,
+                    channel=delivery.channel,
+                    status=delivery.status,
+                    reason=None,
+                    provider_message_id=delivery.provider_message_id,
+                )
+        click = Click(
+            tenant_id=payload["t"],
+            delivery_id=delivery_id,
+            channel=str(payload.get("c") or "")[:16],
+            event_type=str(payload.get("e") or "")[:100],
+            url=payload["u"],
+            created_at=now,
         )
-    return True
+        session.add(click)
+        session.flush()
+        clicked = Clicked(click.id, change)
+    return clicked
 
 
 @router.get(
@@ -147,6 +179,8 @@ def follow_link(token: str = TOKEN) -> Any:
     except BadLink:
         return bad_link(token)
     counted = record_click(payload)
+    if counted is not None and counted.change is not None:
+        announce_feedback("delivery.clicked", [counted.change], f"_{counted.click_id}")
     log.info(
         "click" if counted else "click again within the window (not counted)",
         extra={

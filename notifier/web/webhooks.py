@@ -9,7 +9,8 @@ import hashlib
 import hmac
 import json
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -17,6 +18,8 @@ from pydantic import BaseModel
 
 from config.settings import get_settings
 from notifier.models import utcnow
+from notifier.outbound_webhooks import MessageType, feedback_messages
+from notifier.status_hooks import StatusChange
 from notifier.web.bodies import Problem, parse_json_body, read_body
 from notifier.web.feedback import apply_line_events, apply_ses_notification
 from notifier.web.sns import CertificateUnavailable, SnsRejected, SnsVerifier
@@ -79,7 +82,20 @@ async def ses_webhook(request: Request) -> WebhookResult:
     except (ValueError, RecursionError):
         return WebhookResult(status="ignored")
     outcome = await run_in_threadpool(apply_ses_notification, notification, utcnow())
+    if outcome.kind and outcome.changes:
+        await run_in_threadpool(announce_feedback, outcome.kind, outcome.changes)
     return WebhookResult(status=outcome.status, suppressed=outcome.suppressed)
+
+
+def announce_feedback(kind: str, changes: Sequence[StatusChange], key: str = "") -> None:
+    """Send the delivery.bounced / complained / clicked messages of committed changes (no
+    broker is touched without an endpoint that takes them)."""
+    messages = feedback_messages(cast(MessageType, kind), changes, key)
+    if not messages:
+        return
+    from tasks import enqueue  # late: only a tenant with endpoints configures the Celery app
+
+    enqueue.send_webhooks(messages)
 
 
 def line_signature_ok(secret: str, body: bytes, signature: str | None) -> bool:

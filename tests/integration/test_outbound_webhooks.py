@@ -1,14 +1,16 @@
 """Signed outbound webhooks end to end: a real worker sends, a local receiver verifies every
 message with the `standardwebhooks` package; retries, the dead letter, the URL policy and
-tenant isolation."""
+tenant isolation; bounces, complaints and clicks."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,9 +20,11 @@ from standardwebhooks import Webhook
 from config.settings import reset_settings
 from notifier.db import session_scope
 from notifier.directory import import_document
-from notifier.models import DeadLetter
+from notifier.models import DeadLetter, Delivery, Event, utcnow
+from notifier.signing import tracked_url
 from notifier.web.app import create_app
 from notifier.web.auth import issue_api_key
+from tests.fixtures.sns import TOPIC_ARN, CertificateServer, SnsSigner, ses_notification
 from tests.helpers import TENANT, broker_unreachable, directory, event, person, wait_for
 from tests.peers.http import LocalServer
 
@@ -230,3 +234,105 @@ def test_endpoints_are_the_keys_tenants_and_follow_the_url_policy(
         monkeypatch.setenv("NOTIFIER_ALLOW_PRIVATE_URLS", "1")
         reset_settings()
     assert json.dumps(client.get("/webhook-endpoints", headers=as_a).json()) == "[]"
+
+
+def _sent_email(tenant: str, message_id: str, event_id: str) -> int:
+    with session_scope() as session:
+        ev = Event(
+            event_id=event_id,
+            tenant_id=tenant,
+            event_type="payment.success",
+            status="accepted",
+            payload={},
+        )
+        session.add(ev)
+        session.flush()
+        delivery = Delivery(
+            event_pk=ev.id,
+            tenant_id=tenant,
+            recipient="u1",
+            channel="email",
+            status="sent",
+            attempts=1,
+            provider_message_id=message_id,
+            sent_at=utcnow(),
+        )
+        session.add(delivery)
+        session.flush()
+        return delivery.id
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_bounces_complaints_and_clicks_are_posted_signed(
+    db: None, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SES feedback (through a verified SNS message) and the click redirect: a hard bounce
+    is delivery.bounced, a complaint delivery.complained, a counted click delivery.clicked;
+    a soft bounce and a click again within the window send nothing; B hears nothing of A."""
+    monkeypatch.setenv("NOTIFIER_SES_FEEDBACK_TOPIC_ARNS", TOPIC_ARN)
+    reset_settings()
+    import_document(directory(person("u1")))
+    import_document(directory(person("u1", tenant=OTHER), tenant=OTHER))
+    certificates = CertificateServer(SnsSigner())
+    try:
+        with TestClient(create_app(cert_fetcher=certificates)) as client:
+            key_a, key_b = issue_api_key(TENANT), issue_api_key(OTHER)
+            register(client, receiver, key_a, "a-all")
+            register(client, receiver, key_a, "a-clicks", eventTypes=["delivery.clicked"])
+            register(client, receiver, key_b, "b-all")
+            bounced = _sent_email(TENANT, "ses-bounced-1", "ev-bounce")
+            complained = _sent_email(TENANT, "ses-complained-1", "ev-complaint")
+            clicked = _sent_email(TENANT, "ses-clicked-1", "ev-click")
+            _sent_email(OTHER, "ses-other-1", "ev-other")
+
+            def sns(name: str, message_id: str) -> None:
+                message = certificates.signer.notification(ses_notification(name, message_id))
+                response = client.post(
+                    "/webhooks/ses",
+                    content=json.dumps(message),
+                    headers={"x-amz-sns-message-type": "Notification"},
+                )
+                assert response.status_code == 200, response.text
+
+            sns("bounce_transient", "ses-bounced-1")  # soft: noted, no webhook
+            sns("bounce_permanent", "ses-bounced-1")
+            sns("complaint", "ses-complained-1")
+            link = urlsplit(tracked_url("https://kyo.example/x", clicked, TENANT, "email", "e"))
+            for _ in range(2):  # the second is within the window: not counted, not posted
+                assert client.get(link.path, follow_redirects=False).status_code == 302
+            wait_for(lambda: len(receiver.messages) >= 4 or None, timeout=60)
+            time.sleep(1.0)  # nothing more arrives
+    finally:
+        monkeypatch.delenv("NOTIFIER_SES_FEEDBACK_TOPIC_ARNS")
+        reset_settings()
+    assert receiver.bad_signatures == 0
+    got = {(name, payload["type"]) for name, payload, _ in receiver.messages}
+    assert got == {
+        ("a-all", "delivery.bounced"),
+        ("a-all", "delivery.complained"),
+        ("a-all", "delivery.clicked"),
+        ("a-clicks", "delivery.clicked"),
+    }
+    assert len(receiver.messages) == 4
+    data = {p["type"]: p["data"] for name, p, _ in receiver.messages if name == "a-all"}
+    assert data["delivery.bounced"] == {
+        "eventId": "ev-bounce",
+        "deliveryId": bounced,
+        "userId": "u1",
+        "channel": "email",
+        "status": "failed",
+        "reason": "bounced: Permanent General",
+        "providerMessageId": "ses-bounced-1",
+    }
+    assert data["delivery.complained"]["deliveryId"] == complained
+    assert data["delivery.complained"]["status"] == "sent"
+    assert data["delivery.complained"]["reason"].startswith("complaint")
+    assert data["delivery.clicked"] == {
+        "eventId": "ev-click",
+        "deliveryId": clicked,
+        "userId": "u1",
+        "channel": "email",
+        "status": "sent",
+        "reason": None,
+        "providerMessageId": "ses-clicked-1",
+    }
