@@ -73,7 +73,7 @@ from notifier.urlpolicy import BlockedURL, Purpose, check_url
 
 MAX_ERRORS = 50
 """An import stops collecting errors after this many (and writes nothing)."""
-BATCH_SIZE = 1000
+BATCH_SIZE = 5000
 """Rows per upsert statement."""
 
 
