@@ -197,7 +197,7 @@ def load_settings() -> Settings:
         quiet_hours_policy=_env("NOTIFIER_QUIET_HOURS_POLICY", "defer").lower(),
         send_chunk_size=_int("NOTIFIER_SEND_CHUNK_SIZE", 100),
         send_concurrency=max(1, _int("NOTIFIER_SEND_CONCURRENCY", 8)),
-        plan_page_size=_int("NOTIFIER_PLAN_PAGE_SIZE", 1000),
+        plan_page_size=_int("NOTIFIER_PLAN_PAGE_SIZE", 2000),
         max_payload_bytes=_int("NOTIFIER_MAX_PAYLOAD_BYTES", 256 * 1024),
         send_max_retries=_int("NOTIFIER_SEND_MAX_RETRIES", 8),
         send_backoff_max=_int("NOTIFIER_SEND_BACKOFF_MAX", 600),
@@ -483,9 +483,10 @@ def _variables() -> tuple[Variable, ...]:
         Variable(
             "NOTIFIER_PLAN_PAGE_SIZE",
             "integer",
-            "1000",
+            "2000",
             "Recipients per page when an event fans out: one notifier.select_channels task "
-            "per page, run by every worker's pool processes together.",
+            "per page, run by every worker's pool processes together (2000 from measurements: "
+            "bench/README.md, Planning rate).",
             pipeline,
         ),
         Variable(
