@@ -160,10 +160,16 @@ class Preferences(_Camel):
         None, description="Per event type: decides over its category's switches"
     )
     user_id: str | None = Field(
-        None, max_length=128, description="Ignored (the seed's NotificationPreference has it)"
+        None,
+        max_length=128,
+        pattern=r"^[^\x00]*$",  # no NUL, as everywhere (the OpenAPI document says so)
+        description="Ignored (the seed's NotificationPreference has it)",
     )
     tenant_id: str | None = Field(
-        None, max_length=128, description="Ignored (the seed's NotificationPreference has it)"
+        None,
+        max_length=128,
+        pattern=r"^[^\x00]*$",  # no NUL, as everywhere (the OpenAPI document says so)
+        description="Ignored (the seed's NotificationPreference has it)",
     )
 
     def stored(self) -> dict[str, Any]:

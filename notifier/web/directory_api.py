@@ -52,6 +52,13 @@ class ValidationProblem(Problem):
     errors: list[FieldError] = Field(default_factory=list)
 
 
+def _preferences_patch(schema: dict[str, Any]) -> None:
+    """A patch's preferences are merged into the stored ones and the result validated as
+    Preferences: the document says a patch holds Preferences (or null)."""
+    schema.clear()
+    schema["anyOf"] = [{"$ref": "#/components/schemas/Preferences"}, {"type": "null"}]
+
+
 class UserPatch(BaseModel):
     """A JSON Merge Patch (RFC 7386) of a person: the fields given replace the stored ones
     (`preferences` merges key by key), a null removes a field (back to its default)."""
@@ -70,7 +77,7 @@ class UserPatch(BaseModel):
     timezone: str | None = Field(None, max_length=64)
     active: StrictBool | None = None
     web_push_subscriptions: list[PushSubscriptionDoc] | None = None
-    preferences: dict[str, Any] | None = None
+    preferences: dict[str, Any] | None = Field(None, json_schema_extra=_preferences_patch)
 
 
 class DirectoryResult(BaseModel):
