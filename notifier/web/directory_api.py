@@ -54,9 +54,17 @@ class ValidationProblem(Problem):
 
 def _preferences_patch(schema: dict[str, Any]) -> None:
     """A patch's preferences are merged into the stored ones and the result validated as
-    Preferences: the document says a patch holds Preferences (or null)."""
+    Preferences: the document says a patch holds Preferences (or null), where an entry of
+    `categories` or `eventTypes` may also be null (merged, a null removes it)."""
+    patch = preferences.Preferences.model_json_schema(ref_template="#/components/schemas/{model}")
+    patch.pop("$defs", None)
+    for section in patch["properties"].values():
+        for option in section.get("anyOf", [section]):
+            entry = option.get("additionalProperties")
+            if isinstance(entry, dict):
+                option["additionalProperties"] = {"anyOf": [entry, {"type": "null"}]}
     schema.clear()
-    schema["anyOf"] = [{"$ref": "#/components/schemas/Preferences"}, {"type": "null"}]
+    schema["anyOf"] = [patch, {"type": "null"}]
 
 
 class UserPatch(BaseModel):
