@@ -90,7 +90,7 @@ def test_same_event_twice_creates_one_set_of_deliveries() -> None:
     second = notify.delay(ev).get(timeout=30)
     assert first["status"] == "accepted"
     assert second == {"event_id": first["event_id"], "status": "duplicate", "errors": []}
-    rows = wait_settled(expected=3)
+    rows = wait_settled(expected=3, timeout=120)
     assert len(rows) == 3
     assert count(Event) == 1
 
