@@ -21,7 +21,6 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StrictBool,
     ValidationError,
@@ -66,7 +65,7 @@ from notifier.models import (
     WebPushSubscription,
     utcnow,
 )
-from notifier.preferences import Preferences, clean
+from notifier.preferences import WIRE_CONFIG, Preferences, clean
 from notifier.selection import Person
 from notifier.upsert import upsert_rows
 from notifier.urlpolicy import BlockedURL, Purpose, check_url
@@ -99,13 +98,7 @@ def _storable(value: Any) -> Any:
 class _Doc(BaseModel):
     """camelCase on the wire only; an unknown field is an error."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        alias_generator=to_camel,
-        validate_by_alias=True,
-        validate_by_name=False,
-        serialize_by_alias=True,
-    )
+    model_config = WIRE_CONFIG
 
 
 class _Stored(_Doc):

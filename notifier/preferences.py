@@ -66,14 +66,18 @@ ChangeSource = Literal["api", "directory", "preference_center", "unsubscribe"]
 the person on the preference center, or the person's one-click unsubscribe."""
 
 
+WIRE_CONFIG = ConfigDict(
+    extra="forbid",
+    alias_generator=to_camel,
+    validate_by_alias=True,
+    validate_by_name=False,
+    serialize_by_alias=True,
+)
+"""camelCase on the wire only; an unknown field is an error (the directory's shapes too)."""
+
+
 class _Camel(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        alias_generator=to_camel,
-        validate_by_alias=True,
-        validate_by_name=False,
-        serialize_by_alias=True,
-    )
+    model_config = WIRE_CONFIG
 
 
 class ChannelSwitches(_Camel):
